@@ -1,0 +1,102 @@
+"""Ionic conductivity from diffusion (theory.md section 4) and its Arrhenius fit.
+
+Nernst-Einstein, no ion-ion correlation (Haven ratio 1):
+
+    sigma_ab = n q^2 D_ab / (k_B T)       (S/m; n carriers per m^3, q = z e)
+
+Units: SI inside; the public helpers return S/cm where the name says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from screening.units import E_CHARGE_C, KB_EV_PER_K, KB_J_PER_K, S_PER_M_TO_S_PER_CM
+
+
+def nernst_einstein_S_per_m(
+    diffusion_m2_per_s: np.ndarray | float,
+    carrier_density_per_m3: float,
+    charge_e: float,
+    temperature_K: float,
+) -> np.ndarray:
+    """Conductivity sigma = n (z e)^2 D / (k_B T) in S/m (tensor or scalar like D)."""
+    if temperature_K <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature_K} K")
+    q = charge_e * E_CHARGE_C
+    return carrier_density_per_m3 * q * q * np.asarray(diffusion_m2_per_s) / (
+        KB_J_PER_K * temperature_K
+    )
+
+
+def isotropic_average(tensor: np.ndarray) -> float:
+    """tr(T)/3: the polycrystal (orientation) average of a symmetric tensor."""
+    return float(np.trace(np.asarray(tensor)) / 3.0)
+
+
+def anisotropy_ratio(tensor: np.ndarray, floor_fraction: float = 1e-12) -> float:
+    """Largest over smallest eigenvalue of a symmetric PSD tensor (>= 1).
+
+    A direction that does not conduct would make the ratio infinite; eigenvalues are floored
+    at ``floor_fraction`` times the largest so that the result stays finite (then it reads
+    1/floor_fraction).
+    """
+    values = np.linalg.eigvalsh(0.5 * (tensor + tensor.T))
+    top = float(values.max())
+    if top <= 0:
+        return 1.0
+    return top / max(float(values.min()), floor_fraction * top)
+
+
+@dataclass(frozen=True)
+class ArrheniusFit:
+    """sigma T = A exp(-E_a / k_B T), fitted by least squares in ln(sigma T) vs 1/T.
+
+    Attributes
+    ----------
+    activation_energy_eV
+        E_a.
+    prefactor_S_K_per_cm
+        A (S K / cm).
+    r_squared
+        Coefficient of determination of the linear fit.
+    """
+
+    activation_energy_eV: float
+    prefactor_S_K_per_cm: float
+    r_squared: float
+
+    def sigma_S_per_cm(self, temperature_K: float) -> float:
+        """The fitted conductivity at a temperature, S/cm."""
+        return self.prefactor_S_K_per_cm * np.exp(
+            -self.activation_energy_eV / (KB_EV_PER_K * temperature_K)
+        ) / temperature_K
+
+
+def arrhenius_fit(temperatures_K: np.ndarray, log10_sigma_S_per_cm: np.ndarray) -> ArrheniusFit:
+    """Fit sigma T = A exp(-E_a/k_B T) to conductivities given as log10 (S/cm).
+
+    Parameters
+    ----------
+    temperatures_K
+        At least two distinct temperatures, K.
+    log10_sigma_S_per_cm
+        log10 of the conductivity at each temperature (log form keeps tiny values exact).
+    """
+    t = np.asarray(temperatures_K, dtype=float)
+    y = np.asarray(log10_sigma_S_per_cm, dtype=float) * np.log(10.0) + np.log(t)
+    if len(np.unique(t)) < 2 or not np.all(np.isfinite(y)):
+        raise ValueError("need finite conductivities at two or more distinct temperatures")
+    x = 1.0 / (KB_EV_PER_K * t)
+    slope, intercept = np.polyfit(x, y, 1)
+    fitted = slope * x + intercept
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((y - fitted) ** 2)) / total if total > 0 else 1.0
+    return ArrheniusFit(float(-slope), float(np.exp(intercept)), r2)
+
+
+def to_S_per_cm(sigma_S_per_m: np.ndarray | float) -> np.ndarray:
+    """S/m -> S/cm."""
+    return np.asarray(sigma_S_per_m) * S_PER_M_TO_S_PER_CM

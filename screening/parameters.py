@@ -1,0 +1,104 @@
+"""Every physics knob of a screen, in one validated, serialisable object.
+
+The workflow Makers carry the same knobs as flat fields and build this object at run time;
+the ranking database records it with each run so that results are only reused for the same
+parameters (:meth:`ScreeningParameters.fingerprint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ScreeningParameters(BaseModel):
+    """Physics and numerics of one screen. Units are in the field names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature_K: float = Field(300.0, gt=0, le=5000, description="Temperature of the screen.")
+    ion: str | None = Field(
+        None, description="Mobile species; None: each candidate's own (Li, Na, K, ...)."
+    )
+    grid_spacing_A: float = Field(0.2, gt=0.02, le=1.0, description="Potential grid spacing.")
+    cutoff_A: float = Field(6.0, ge=3.0, le=15.0, description="Pair-term cutoff radius.")
+    switch_width_A: float = Field(1.0, gt=0, description="Smooth switching width before cutoff.")
+    coarse_to_fine: bool = Field(
+        True,
+        description="Evaluate U on a grid twice as coarse first and refine only where the "
+        "ion can go (results identical within the bisection tolerance; much faster).",
+    )
+    coarse_margin_eV: float = Field(
+        0.3, ge=0.0, description="Energy margin above the coarse-grid levels kept for refinement."
+    )
+    percolation_ceiling_eV: float = Field(
+        5.0, gt=0, description="Percolation searched up to min U + this; above: trapped."
+    )
+    percolation_tolerance_eV: float = Field(0.002, gt=0, description="Bisection tolerance.")
+    dimensionality_window_eV: float = Field(
+        0.1, ge=0, description="A dimension counts if its percolation energy is within this "
+        "of the 1D percolation energy."
+    )
+    window_kT: float = Field(
+        15.0, ge=3.0, description="Transport region: U below E_1D + window_kT k_B T."
+    )
+    drag_floor_fraction: float = Field(
+        0.01, ge=0.0, le=1.0,
+        description="Isotropic friction floor as a fraction of the drag at the saddle.",
+    )
+    inertia_correction: bool = Field(
+        True, description="Multiply the overdamped result by Kramers' factor g k (theory 3)."
+    )
+    carrier_density: Literal["all_sites", "percolating_sites"] = Field(
+        "all_sites",
+        description="all_sites: every mobile ion, Boltzmann-weighted into the percolating "
+        "region (theory.md 4); percolating_sites: only ions on sites inside that region.",
+    )
+    path_relax_iterations: int = Field(30, ge=0, le=500, description="String-method steps.")
+    arrhenius_temperatures_K: tuple[float, ...] = Field(
+        (300.0, 400.0, 500.0, 600.0),
+        description="Temperatures of the Arrhenius fit (empty: no fit).",
+    )
+    arrhenius_method: Literal["path", "homogenised"] = Field(
+        "path",
+        description="path: the path formula at each temperature (cheap, same barrier); "
+        "homogenised: the full 3D tensor at each temperature.",
+    )
+    refine_above_1d_eV: float = Field(
+        1.0, ge=0.0,
+        description="With coarse_to_fine, E_2D and E_3D are resolved on the fine grid up to "
+        "E_1D + this; higher ones come from the coarse grid (noted in the warnings).",
+    )
+    memory_budget_MB: float | None = Field(
+        None, gt=0, description="Per-candidate memory budget; None: IONDRAG_MEMORY_BUDGET_MB."
+    )
+    on_grid_too_large: Literal["coarsen", "refuse"] = Field(
+        "coarsen", description="Coarsen the grid (with a warning) or refuse the candidate."
+    )
+
+    @field_validator("ion")
+    @classmethod
+    def _normalise_ion(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        symbol = value.strip().capitalize()
+        if not symbol.isalpha() or len(symbol) > 2:
+            raise ValueError(f"ion must be an element symbol such as Li or Na, got {value!r}")
+        return symbol
+
+    @field_validator("arrhenius_temperatures_K")
+    @classmethod
+    def _check_temperatures(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(t <= 0 for t in value):
+            raise ValueError("Arrhenius temperatures must be positive")
+        if 0 < len(value) < 2:
+            raise ValueError("an Arrhenius fit needs at least two temperatures")
+        return tuple(sorted(set(value)))
+
+    def fingerprint(self) -> str:
+        """Short stable hash of the parameters (results are reused only for equal hashes)."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]

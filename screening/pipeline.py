@@ -1,0 +1,604 @@
+"""The whole per-candidate analysis: structure -> potential -> drag -> mobility -> conductivity.
+
+:func:`analyse_candidate` runs the steps and raises :class:`~screening.errors.IondragError`
+on bad input; :func:`score_candidate` wraps it so that every candidate gives a
+:class:`~screening.schemas.CandidateResult` (failed ones with the cause), which is what a
+screen calls. Workflow jobs call :func:`score_candidate` and nothing else.
+
+Steps (theory.md sections 1-4):
+
+1. framework: charges, mobile ion removed, occupancies as weights;
+2. U on a grid twice as coarse as requested, percolation there, then U on the full grid
+   only where the ion can go (below the coarse 3D percolation energy, and the transport
+   window, plus a margin, dilated by one coarse voxel); elsewhere U = +inf;
+3. percolation energies E_1, E_2, E_3 on the fine grid;
+4. the transport region (U < E_1 + window k_B T, percolating components), the Hessian there
+   and the drag gamma = H Lambda H; Lambda from the elastic data or the estimate;
+5. the percolating path (Dijkstra on the grid, relaxed with the analytic gradient), U(s),
+   gamma along it, the path mobility and Kramers' inertial factor at its saddle;
+6. the homogenised 3D diffusion tensor, the conductivity tensor (Nernst-Einstein) and the
+   Arrhenius fit over the requested temperatures.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from screening.conductivity import (
+    anisotropy_ratio,
+    arrhenius_fit,
+    isotropic_average,
+    nernst_einstein_S_per_m,
+)
+from screening.drag import drag_floor_kg_per_s, drag_tensor, regularised_drag
+from screening.elastic import ElasticModel, elastic_model
+from screening.elastic_estimate import estimate_moduli_GPa
+from screening.errors import IondragError, NoPercolationError
+from screening.forcefield import PairField, build_pair_field
+from screening.mobility import (
+    HomogenisedDiffusion,
+    damping_regime,
+    homogenised_diffusion,
+    kramers_factor,
+    path_mobility,
+)
+from screening.parameters import ScreeningParameters
+from screening.paths import PercolatingPath, grid_percolating_path, relax_path, resample, smooth
+from screening.percolation import PercolationResult, percolation_energies, periodic_components
+from screening.potential import (
+    PeriodicGrid,
+    evaluate_grid,
+    evaluate_points,
+    grid_memory_MB,
+    grid_shape_for_spacing,
+)
+from screening.schemas import CandidateGrids, CandidateResult, PathProfile, finite_or_none, matrix_list
+from screening.settings import get_settings
+from screening.sources.base import Candidate, ElasticInput
+from screening.structures import Framework, prepare_framework
+from screening.units import S_PER_M_TO_S_PER_CM, thermal_energy_eV
+
+_FULL = np.ones((3, 3, 3), dtype=bool)
+
+
+@dataclass
+class Analysis:
+    """Intermediate results of one candidate (arrays included), before the document."""
+
+    framework: Framework
+    field: PairField
+    elastic: ElasticModel
+    grid: PeriodicGrid
+    energy_grid_eV: np.ndarray
+    percolation: PercolationResult
+    region_flat: np.ndarray
+    gamma_region_kg_per_s: np.ndarray
+    path: PercolatingPath
+    path_gamma_parallel_kg_per_s: np.ndarray
+    path_curvature_eV_per_A2: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _elastic_for(
+    framework: Framework, elastic: ElasticInput | None, candidate_id: str | None
+) -> ElasticModel:
+    density = framework.density_kg_per_m3
+    if elastic is not None:
+        return elastic_model(
+            density,
+            voigt_GPa=elastic.voigt_GPa,
+            bulk_GPa=elastic.bulk_modulus_GPa,
+            shear_GPa=elastic.shear_modulus_GPa,
+            source=elastic.source,
+            candidate_id=candidate_id,
+        )
+    bulk, shear, source = estimate_moduli_GPa(framework)
+    return elastic_model(
+        density, bulk_GPa=bulk, shear_GPa=shear, source=source, candidate_id=candidate_id
+    )
+
+
+def _grids(
+    framework: Framework, parameters: ScreeningParameters, candidate_id: str | None
+) -> tuple[PeriodicGrid, PeriodicGrid | None, list[str]]:
+    """The fine grid (even shape when coarse-to-fine) and its half-resolution sub-grid."""
+    from screening.errors import GridTooLargeError
+
+    lattice = framework.lattice_matrix_A
+    budget = parameters.memory_budget_MB or get_settings().memory_budget_MB
+    spacing = parameters.grid_spacing_A
+    notes: list[str] = []
+
+    def shape_for(h: float) -> tuple[int, int, int]:
+        if parameters.coarse_to_fine:
+            coarse = grid_shape_for_spacing(lattice, 2.0 * h)
+            return (2 * coarse[0], 2 * coarse[1], 2 * coarse[2])
+        return grid_shape_for_spacing(lattice, h)
+
+    shape = shape_for(spacing)
+    estimate = grid_memory_MB(shape)
+    if estimate > budget:
+        if parameters.on_grid_too_large == "refuse":
+            raise GridTooLargeError(
+                f"grid {shape} at {spacing} A needs ~{estimate:.0f} MB, budget {budget:.0f} MB",
+                candidate_id,
+            )
+        coarser = spacing * (estimate / budget) ** (1.0 / 3.0) * 1.02
+        if coarser > 0.5:
+            raise GridTooLargeError(
+                f"cell too large: even a {coarser:.2f} A grid exceeds the {budget:.0f} MB budget",
+                candidate_id,
+            )
+        notes.append(
+            f"grid coarsened from {spacing} A to {coarser:.3f} A to fit the {budget:.0f} MB "
+            "memory budget"
+        )
+        shape = shape_for(coarser)
+    fine = PeriodicGrid(lattice, shape)
+    coarse = None
+    if parameters.coarse_to_fine:
+        coarse = PeriodicGrid(lattice, (shape[0] // 2, shape[1] // 2, shape[2] // 2))
+    return fine, coarse, notes
+
+
+def _refinement_points(
+    coarse_energy: np.ndarray, level_eV: float, fine_shape: tuple[int, int, int]
+) -> np.ndarray:
+    """Fine-grid flat indices within one coarse voxel of a coarse point below ``level_eV``."""
+    below = (coarse_energy < level_eV).astype(np.uint8)
+    dilated = ndimage.maximum_filter(below, size=3, mode="wrap").astype(bool)
+    fine = dilated.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)
+    assert fine.shape == fine_shape
+    return np.flatnonzero(fine)
+
+
+def _potential_grid(
+    field_: PairField,
+    fine: PeriodicGrid,
+    coarse: PeriodicGrid | None,
+    parameters: ScreeningParameters,
+) -> tuple[np.ndarray, PercolationResult | None, float]:
+    """U on the fine grid: everywhere, or only where the coarse grid says the ion can go.
+
+    Returns the fine grid of U (+inf where not evaluated), the coarse percolation result
+    (None without refinement) and the level below which the fine grid is complete (eV).
+    """
+    if coarse is None:
+        return evaluate_grid(field_, fine).energy_eV.reshape(fine.shape), None, np.inf
+    coarse_energy = evaluate_grid(field_, coarse).energy_eV.reshape(coarse.shape)
+    coarse_perc = percolation_energies(
+        coarse_energy, parameters.percolation_ceiling_eV, tolerance_eV=0.01
+    )
+    top = coarse_perc.minimum_energy_eV + parameters.percolation_ceiling_eV
+    e1, e3 = coarse_perc.energies_eV[1], coarse_perc.energies_eV[3]
+    if np.isfinite(e1):
+        kt = thermal_energy_eV(parameters.temperature_K)
+        level = max(
+            e1 + parameters.window_kT * kt, min(e3, e1 + parameters.refine_above_1d_eV)
+        )
+    else:
+        level = top
+    level = min(level, top) + parameters.coarse_margin_eV
+    points = _refinement_points(coarse_energy, level, fine.shape)
+    energy = np.full(fine.n_points, np.inf)
+    energy[points] = evaluate_grid(field_, fine, points).energy_eV
+    return energy.reshape(fine.shape), coarse_perc, level
+
+
+def _merge_percolation(
+    fine: PercolationResult, coarse: PercolationResult | None, complete_below_eV: float,
+    notes: list[str],
+) -> PercolationResult:
+    """Use coarse-grid percolation energies where the fine grid was not refined high enough."""
+    if coarse is None:
+        return fine
+    energies = dict(fine.energies_eV)
+    shift = fine.minimum_energy_eV - coarse.minimum_energy_eV
+    for d in (2, 3):
+        resolved = np.isfinite(energies[d]) and energies[d] < complete_below_eV - 0.05
+        if not resolved and np.isfinite(coarse.energies_eV[d]):
+            energies[d] = max(coarse.energies_eV[d] + shift, energies[d - 1])
+            notes.append(f"E_{d}D from the coarse grid (above the refined window)")
+    return PercolationResult(
+        fine.minimum_energy_eV, energies, fine.tolerance_eV, fine.ceiling_eV, fine.evaluations
+    )
+
+
+def _transport_region(
+    energy_grid_eV: np.ndarray, level_eV: float
+) -> np.ndarray:
+    """Flat indices of the percolating components of {U < level}."""
+    components = periodic_components(energy_grid_eV < level_eV)
+    percolating = np.flatnonzero(components.dimensionality >= 1)
+    return np.flatnonzero(np.isin(components.labels.ravel(), percolating))
+
+
+def analyse_candidate(
+    structure: Any,
+    parameters: ScreeningParameters,
+    *,
+    candidate_id: str | None = None,
+    mobile_ion: str | None = None,
+    elastic: ElasticInput | None = None,
+) -> Analysis:
+    """Run every step for one structure (see the module docstring).
+
+    Parameters
+    ----------
+    structure
+        pymatgen Structure (ordered or disordered).
+    parameters
+        Physics and numerics.
+    candidate_id
+        Named in errors.
+    mobile_ion
+        Overrides ``parameters.ion`` and the default choice.
+    elastic
+        Elastic data with their source; None: estimated.
+
+    Raises
+    ------
+    IondragError
+        For every documented bad-input case.
+    """
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 4)
+        clock = now
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        framework = prepare_framework(
+            structure, mobile_ion or parameters.ion, candidate_id=candidate_id
+        )
+    lap("framework")
+    pair_field = build_pair_field(
+        framework,
+        cutoff_A=parameters.cutoff_A,
+        switch_width_A=parameters.switch_width_A,
+        candidate_id=candidate_id,
+    )
+    elastic_data = _elastic_for(framework, elastic, candidate_id)
+    lap("elastic")
+
+    fine, coarse, notes = _grids(framework, parameters, candidate_id)
+    energy, coarse_percolation, complete_below = _potential_grid(
+        pair_field, fine, coarse, parameters
+    )
+    lap("potential")
+    percolation = _merge_percolation(
+        percolation_energies(
+            energy, parameters.percolation_ceiling_eV, parameters.percolation_tolerance_eV
+        ),
+        coarse_percolation,
+        complete_below,
+        notes,
+    )
+    e1 = percolation.energies_eV[1]
+    if not np.isfinite(e1):
+        raise NoPercolationError(
+            f"no percolating channel within {parameters.percolation_ceiling_eV} eV of the "
+            "potential minimum",
+            candidate_id,
+        )
+    lap("percolation")
+
+    kt = thermal_energy_eV(parameters.temperature_K)
+    region = _transport_region(energy, e1 + parameters.window_kT * kt)
+    values = evaluate_grid(pair_field, fine, region, derivatives=2)
+    assert values.hessian_eV_per_A2 is not None
+    gamma_region = drag_tensor(values.hessian_eV_per_A2, elastic_data.lambda_s3_per_kg)
+    lap("drag")
+
+    grid_path = grid_percolating_path(
+        energy, fine, e1 + parameters.window_kT * kt, parameters.temperature_K, candidate_id
+    )
+    start = smooth(resample(grid_path, 0.1), 0.3)
+    path = relax_path(pair_field, start, iterations=parameters.path_relax_iterations)
+    along = evaluate_points(pair_field, path.points_A, derivatives=2)
+    assert along.hessian_eV_per_A2 is not None
+    tangents = path.tangents
+    gamma_path = drag_tensor(along.hessian_eV_per_A2, elastic_data.lambda_s3_per_kg)
+    gamma_parallel = np.einsum("pi,pij,pj->p", tangents, gamma_path, tangents)
+    curvature = np.einsum("pi,pij,pj->p", tangents, along.hessian_eV_per_A2, tangents)
+    path = PercolatingPath(path.points_A, path.translation_A, path.translation_cells, along.energy_eV)
+    lap("path")
+
+    analysis = Analysis(
+        framework=framework,
+        field=pair_field,
+        elastic=elastic_data,
+        grid=fine,
+        energy_grid_eV=energy,
+        percolation=percolation,
+        region_flat=region,
+        gamma_region_kg_per_s=gamma_region,
+        path=path,
+        path_gamma_parallel_kg_per_s=gamma_parallel,
+        path_curvature_eV_per_A2=curvature,
+        notes=notes,
+        seconds=seconds,
+    )
+    _transport(analysis, parameters)
+    lap("transport")
+    return analysis
+
+
+def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
+    """Mobility, diffusion and conductivity (fills ``analysis.results``)."""
+    framework = analysis.framework
+    path = analysis.path
+    saddle = int(np.argmax(path.energy_eV))
+    saddle_hessian = evaluate_points(analysis.field, path.points_A[saddle : saddle + 1], 2)
+    assert saddle_hessian.hessian_eV_per_A2 is not None
+    saddle_gamma = drag_tensor(
+        saddle_hessian.hessian_eV_per_A2, analysis.elastic.lambda_s3_per_kg
+    )[0]
+    floor = drag_floor_kg_per_s(saddle_gamma, parameters.drag_floor_fraction)
+    gamma_par_saddle = float(analysis.path_gamma_parallel_kg_per_s[saddle])
+    factor, g, omega_b = kramers_factor(
+        gamma_par_saddle + floor,
+        float(analysis.path_curvature_eV_per_A2[saddle]),
+        framework.mobile_mass_amu,
+    )
+    inertia = factor if parameters.inertia_correction else 1.0
+    e1 = analysis.percolation.energies_eV[1]
+    region_energy = analysis.energy_grid_eV.ravel()[analysis.region_flat]
+    gamma_reg = regularised_drag(analysis.gamma_region_kg_per_s, floor)
+    charge = framework.mobile_charge_e
+    n_all = framework.carrier_density_per_m3
+    translation_length = float(np.linalg.norm(path.translation_A))
+
+    def homogenised_at(temperature: float) -> dict[str, Any]:
+        level = e1 + parameters.window_kT * thermal_energy_eV(temperature)
+        if level >= e1 + parameters.window_kT * thermal_energy_eV(parameters.temperature_K):
+            sub = analysis.region_flat
+        else:  # a lower temperature: the percolating part of a smaller region
+            sub = np.intersect1d(
+                analysis.region_flat[region_energy < level],
+                _transport_region(analysis.energy_grid_eV, level),
+            )
+        index = np.searchsorted(analysis.region_flat, sub)
+        homog = homogenised_diffusion(
+            analysis.energy_grid_eV, analysis.grid.step_matrix_A, sub, gamma_reg[index], temperature
+        )
+        if parameters.carrier_density == "all_sites":
+            carriers = n_all * homog.region_weight_fraction
+        else:
+            carriers = n_all * _site_fraction(analysis, sub)
+        sigma = (
+            nernst_einstein_S_per_m(homog.diffusion_m2_per_s, carriers, charge, temperature)
+            * S_PER_M_TO_S_PER_CM
+        )
+        return {"homogenised": homog, "carriers": carriers, "sigma_tensor_overdamped": sigma}
+
+    def log10_path_sigma(temperature: float, carriers: float) -> tuple[float, Any]:
+        pm = path_mobility(
+            path.segment_lengths_A,
+            path.energy_eV,
+            analysis.path_gamma_parallel_kg_per_s + floor,
+            translation_length,
+            temperature,
+        )
+        # a channel is a rank-1 conductivity tensor along it: its isotropic average is 1/3
+        unit = nernst_einstein_S_per_m(1.0, max(carriers, 1e-300), charge, temperature)
+        value = (
+            pm.log10_diffusion_m2_per_s
+            + float(np.log10(unit * S_PER_M_TO_S_PER_CM / 3.0))
+            + float(np.log10(inertia))
+        )
+        return value, pm
+
+    main = homogenised_at(parameters.temperature_K)
+    main["sigma_iso_overdamped"] = isotropic_average(main["sigma_tensor_overdamped"])
+    main["log10_sigma_path"], main["path"] = log10_path_sigma(
+        parameters.temperature_K, main["carriers"]
+    )
+    arrhenius = None
+    if parameters.arrhenius_temperatures_K:
+        ts = np.array(parameters.arrhenius_temperatures_K)
+        if parameters.arrhenius_method == "homogenised":
+            logs = np.array(
+                [
+                    _log10(isotropic_average(homogenised_at(t)["sigma_tensor_overdamped"]) * inertia)
+                    for t in ts
+                ]
+            )
+        else:
+            logs = np.array([log10_path_sigma(t, main["carriers"])[0] for t in ts])
+        if np.all(np.isfinite(logs)):
+            arrhenius = (ts, logs, arrhenius_fit(ts, logs))
+    analysis.results = {
+        "floor": floor,
+        "gamma_par_saddle": gamma_par_saddle,
+        "kramers": (factor, g, omega_b),
+        "inertia": inertia,
+        "main": main,
+        "arrhenius": arrhenius,
+    }
+
+
+def _log10(value: float) -> float:
+    return float(np.log10(value)) if value > 0 else float("-inf")
+
+
+def _site_fraction(analysis: Analysis, region_flat: np.ndarray) -> float:
+    """Occupancy-weighted fraction of mobile-ion sites whose grid voxel is in the region."""
+    framework = analysis.framework
+    if framework.mobile_occupancies.sum() == 0:
+        return 0.0
+    shape = np.array(analysis.grid.shape)
+    index = np.round(np.mod(framework.mobile_frac_coords, 1.0) * shape).astype(int) % shape
+    flat = np.ravel_multi_index(index.T, tuple(shape))
+    inside = np.isin(flat, region_flat)
+    return float(framework.mobile_occupancies[inside].sum() / framework.mobile_occupancies.sum())
+
+
+def result_document(
+    candidate: Candidate, analysis: Analysis, parameters: ScreeningParameters
+) -> CandidateResult:
+    """Build the output document of a scored candidate."""
+    res = analysis.results
+    main = res["main"]
+    homog: HomogenisedDiffusion = main["homogenised"]
+    inertia = res["inertia"]
+    sigma = main["sigma_tensor_overdamped"] * inertia
+    sigma_iso = isotropic_average(sigma)
+    percolation = analysis.percolation
+    barriers = percolation.barriers_eV
+    e1 = percolation.energies_eV[1]
+    dimensionality = max(
+        d
+        for d in (1, 2, 3)
+        if np.isfinite(percolation.energies_eV[d])
+        and percolation.energies_eV[d] - e1 <= parameters.dimensionality_window_eV + 1e-12
+    )
+    factor, g, omega_b = res["kramers"]
+    u_min = percolation.minimum_energy_eV
+    path = analysis.path
+    arrhenius = res["arrhenius"]
+    lam = analysis.elastic.lambda_s3_per_kg
+    framework_summary = analysis.framework.summary()
+    framework_summary["n_transport_region_points"] = len(analysis.region_flat)
+    return CandidateResult(
+        candidate_id=candidate.candidate_id,
+        formula=candidate.formula or analysis.framework.formula,
+        source=candidate.source,
+        ion=analysis.framework.mobile_element,
+        status="ok",
+        temperature_K=parameters.temperature_K,
+        parameters_fingerprint=parameters.fingerprint(),
+        provenance=candidate.provenance,
+        experimental_sigma_S_per_cm=candidate.experimental_sigma_S_per_cm,
+        barrier_eV=finite_or_none(barriers[1]),
+        barrier_1d_eV=finite_or_none(barriers[1]),
+        barrier_2d_eV=finite_or_none(barriers[2]),
+        barrier_3d_eV=finite_or_none(barriers[3]),
+        dimensionality=dimensionality,
+        path_barrier_eV=finite_or_none(float(path.energy_eV.max() - path.energy_eV.min())),
+        sigma_S_per_cm=finite_or_none(sigma_iso),
+        log10_sigma_S_per_cm=finite_or_none(_log10(sigma_iso)),
+        sigma_xx_S_per_cm=finite_or_none(sigma[0, 0]),
+        sigma_yy_S_per_cm=finite_or_none(sigma[1, 1]),
+        sigma_zz_S_per_cm=finite_or_none(sigma[2, 2]),
+        sigma_tensor_S_per_cm=matrix_list(sigma),
+        anisotropy_ratio=finite_or_none(anisotropy_ratio(sigma)),
+        log10_sigma_path_S_per_cm=finite_or_none(main["log10_sigma_path"]),
+        log10_sigma_overdamped_S_per_cm=finite_or_none(_log10(main["sigma_iso_overdamped"])),
+        diffusion_tensor_m2_per_s=matrix_list(homog.diffusion_m2_per_s),
+        diffusion_parallel_bound_m2_per_s=matrix_list(homog.parallel_bound_m2_per_s),
+        diffusion_series_bound_m2_per_s=matrix_list(homog.series_bound_m2_per_s),
+        log10_path_mobility_s_per_kg=finite_or_none(main["path"].log10_mobility_s_per_kg),
+        carrier_density_per_m3=finite_or_none(main["carriers"]),
+        carrier_convention=parameters.carrier_density,
+        region_weight_fraction=finite_or_none(homog.region_weight_fraction),
+        drag_saddle_kg_per_s=finite_or_none(res["gamma_par_saddle"]),
+        drag_floor_kg_per_s=finite_or_none(res["floor"]),
+        lambda_s3_per_kg=matrix_list(lam),
+        bulk_modulus_GPa=analysis.elastic.bulk_modulus_GPa,
+        shear_modulus_GPa=analysis.elastic.shear_modulus_GPa,
+        elastic_source=analysis.elastic.elastic_source,
+        density_kg_per_m3=analysis.framework.density_kg_per_m3,
+        barrier_frequency_rad_per_s=finite_or_none(omega_b),
+        reduced_friction=finite_or_none(g),
+        kramers_factor=finite_or_none(factor),
+        damping_regime=damping_regime(g),
+        inertia_flag=bool(g < 1.0),
+        activation_energy_eV=finite_or_none(arrhenius[2].activation_energy_eV) if arrhenius else None,
+        arrhenius_prefactor_S_K_per_cm=(
+            finite_or_none(arrhenius[2].prefactor_S_K_per_cm) if arrhenius else None
+        ),
+        arrhenius_temperatures_K=[float(t) for t in arrhenius[0]] if arrhenius else None,
+        arrhenius_log10_sigma_S_per_cm=[float(v) for v in arrhenius[1]] if arrhenius else None,
+        path=PathProfile(
+            arc_length_A=[float(x) for x in path.arc_length_A],
+            energy_eV=[float(x) for x in path.energy_eV - u_min],
+            gamma_parallel_kg_per_s=[float(x) for x in analysis.path_gamma_parallel_kg_per_s],
+            translation_cells=[int(x) for x in path.translation_cells],
+            translation_A=[float(x) for x in path.translation_A],
+            length_A=path.length_A,
+        ),
+        framework=framework_summary,
+        grid_shape=list(analysis.grid.shape),
+        grid_spacing_A=float(np.max(np.linalg.norm(analysis.grid.step_matrix_A, axis=1))),
+        warnings=list(analysis.notes),
+        seconds=dict(analysis.seconds),
+    )
+
+
+def score_candidate(
+    candidate: Candidate,
+    parameters: ScreeningParameters,
+    *,
+    keep_grids: bool = False,
+) -> tuple[CandidateResult, CandidateGrids | None]:
+    """Score one candidate; never raises for a bad candidate.
+
+    Returns the result document (status ``failed`` with a one-line error naming the
+    candidate for documented bad input, ``error`` for an unexpected exception) and, when
+    asked and scored, the grids for the data store.
+    """
+    fingerprint = parameters.fingerprint()
+    if not candidate.ok:
+        return (
+            CandidateResult.from_failure(
+                candidate,
+                candidate.load_error or "no structure",
+                temperature_K=parameters.temperature_K,
+                parameters_fingerprint=fingerprint,
+                cause=candidate.load_error_cause or "parse_error",
+            ),
+            None,
+        )
+    started = time.perf_counter()
+    try:
+        with np.errstate(over="ignore", under="ignore"):
+            analysis = analyse_candidate(
+                candidate.structure,
+                parameters,
+                candidate_id=candidate.candidate_id,
+                mobile_ion=parameters.ion or candidate.mobile_ion,
+                elastic=candidate.elastic,
+            )
+            document = result_document(candidate, analysis, parameters)
+    except IondragError as error:
+        return (
+            CandidateResult.from_failure(
+                candidate, error, temperature_K=parameters.temperature_K,
+                parameters_fingerprint=fingerprint, ion=parameters.ion or candidate.mobile_ion,
+            ),
+            None,
+        )
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a bug must not stop the screen; it is recorded as "error"
+        return (
+            CandidateResult.from_failure(
+                candidate, error, temperature_K=parameters.temperature_K,
+                parameters_fingerprint=fingerprint, ion=parameters.ion or candidate.mobile_ion,
+            ),
+            None,
+        )
+    document.seconds["total"] = round(time.perf_counter() - started, 4)
+    grids = None
+    if keep_grids:
+        grids = CandidateGrids.from_arrays(
+            candidate.candidate_id,
+            analysis.grid.lattice_matrix_A,
+            analysis.energy_grid_eV,
+            analysis.region_flat,
+            analysis.gamma_region_kg_per_s,
+        )
+    return document, grids

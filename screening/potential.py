@@ -1,0 +1,467 @@
+"""The crystal potential U(r) of the mobile ion, its gradient and Hessian, on a periodic grid.
+
+U(r) = sum_j w_j phi_j(|r - R_j|) over framework scatterers j (occupancy w_j) and their
+periodic images, with the BVSE pair terms of :mod:`screening.forcefield`. Derivatives are
+analytic: for a radial pair term,
+
+    grad phi = phi'(r) r_hat,
+    H_phi    = phi''(r) r_hat r_hat^T + (phi'(r)/r) (1 - r_hat r_hat^T).
+
+Grid sums are vectorised over (grid point, scatterer) pairs: for every scatterer the grid
+points within the cutoff form a fixed stencil of index offsets (the grid is affine), so the
+squared distances of a batch of scatterers to all stencil points come from one matrix
+product, and contributions are accumulated with ``np.bincount``. No Python loop runs over
+grid points.
+
+Units: positions A, U eV, gradient eV/A, Hessian eV/A^2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from scipy.special import erfc
+
+from screening.errors import GridTooLargeError
+from screening.forcefield import PairField
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+#: Bytes per grid point held at once by a screen (U, labels, masks, region derivatives,
+#: solver workspace): used to refuse or coarsen grids before allocating them.
+BYTES_PER_GRID_POINT: int = 200
+
+#: Below this fraction of the grid, :func:`evaluate_grid` filters pairs by target first.
+SPARSE_FRACTION: float = 0.5
+
+
+@dataclass(frozen=True)
+class PeriodicGrid:
+    """A periodic grid of points i/n in fractional coordinates of a cell.
+
+    Attributes
+    ----------
+    lattice_matrix_A
+        Lattice vectors as rows, A.
+    shape
+        Points along each lattice vector.
+    """
+
+    lattice_matrix_A: np.ndarray
+    shape: tuple[int, int, int]
+
+    @property
+    def n_points(self) -> int:
+        """Number of grid points."""
+        return int(np.prod(self.shape))
+
+    @cached_property
+    def step_matrix_A(self) -> np.ndarray:
+        """Grid steps as rows (a_i / n_i), A."""
+        return self.lattice_matrix_A / np.array(self.shape, dtype=float)[:, None]
+
+    @property
+    def voxel_volume_A3(self) -> float:
+        """Volume per grid point, A^3."""
+        return abs(float(np.linalg.det(self.lattice_matrix_A))) / self.n_points
+
+    def unravel(self, flat_indices: np.ndarray) -> np.ndarray:
+        """Integer grid indices (P, 3) of flat indices."""
+        return np.stack(np.unravel_index(flat_indices, self.shape), axis=-1)
+
+    def frac_coords(self, flat_indices: np.ndarray | None = None) -> np.ndarray:
+        """Fractional coordinates of grid points (all, or the given flat indices)."""
+        if flat_indices is None:
+            flat_indices = np.arange(self.n_points)
+        return self.unravel(flat_indices) / np.array(self.shape, dtype=float)
+
+    def cart_coords_A(self, flat_indices: np.ndarray | None = None) -> np.ndarray:
+        """Cartesian coordinates of grid points, A."""
+        return self.frac_coords(flat_indices) @ self.lattice_matrix_A
+
+
+def grid_shape_for_spacing(lattice_matrix_A: np.ndarray, spacing_A: float) -> tuple[int, int, int]:
+    """Points per lattice vector so that the spacing along each vector is at most ``spacing_A``."""
+    lengths = np.linalg.norm(lattice_matrix_A, axis=1)
+    shape = np.maximum(np.ceil(lengths / spacing_A - 1e-9), 4).astype(int)
+    return (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+def grid_memory_MB(shape: tuple[int, int, int]) -> float:
+    """Estimated peak memory of one candidate's grids, MB."""
+    return float(np.prod(shape)) * BYTES_PER_GRID_POINT / 1e6
+
+
+def make_grid(
+    lattice_matrix_A: np.ndarray,
+    spacing_A: float = 0.2,
+    *,
+    memory_budget_MB: float = 2048.0,
+    on_too_large: str = "coarsen",
+    candidate_id: str | None = None,
+) -> tuple[PeriodicGrid, list[str]]:
+    """Build the grid, checking its memory estimate against the budget first.
+
+    Parameters
+    ----------
+    lattice_matrix_A
+        Lattice vectors as rows, A.
+    spacing_A
+        Requested spacing between grid points, A.
+    memory_budget_MB
+        Largest estimated memory allowed, MB.
+    on_too_large
+        ``"coarsen"``: increase the spacing until the grid fits, with a warning (returned);
+        ``"refuse"``: raise :class:`GridTooLargeError`.
+    candidate_id
+        Named in errors and warnings.
+
+    Returns
+    -------
+    grid, warnings
+    """
+    if spacing_A <= 0:
+        raise ValueError("grid spacing must be positive")
+    shape = grid_shape_for_spacing(lattice_matrix_A, spacing_A)
+    notes: list[str] = []
+    estimate = grid_memory_MB(shape)
+    if estimate > memory_budget_MB:
+        if on_too_large == "refuse":
+            raise GridTooLargeError(
+                f"grid {shape} at {spacing_A} A needs ~{estimate:.0f} MB, budget "
+                f"{memory_budget_MB:.0f} MB",
+                candidate_id,
+            )
+        coarse = spacing_A * (estimate / memory_budget_MB) ** (1 / 3) * 1.01
+        if coarse > 0.5:
+            raise GridTooLargeError(
+                f"cell too large: even a {coarse:.2f} A grid exceeds the "
+                f"{memory_budget_MB:.0f} MB budget",
+                candidate_id,
+            )
+        shape = grid_shape_for_spacing(lattice_matrix_A, coarse)
+        notes.append(
+            f"grid coarsened from {spacing_A} A to {coarse:.3f} A to fit the "
+            f"{memory_budget_MB:.0f} MB memory budget"
+        )
+    return PeriodicGrid(np.asarray(lattice_matrix_A, dtype=float), shape), notes
+
+
+@dataclass(frozen=True)
+class PotentialValues:
+    """U and (optionally) its derivatives at a set of points.
+
+    Attributes
+    ----------
+    energy_eV
+        U, shape (P,).
+    gradient_eV_per_A
+        grad U, shape (P, 3), or None.
+    hessian_eV_per_A2
+        Hessian, shape (P, 3, 3), or None.
+    """
+
+    energy_eV: np.ndarray
+    gradient_eV_per_A: np.ndarray | None = None
+    hessian_eV_per_A2: np.ndarray | None = None
+
+
+def _switch(r: np.ndarray, r_on: float, r_off: float, derivatives: int) -> tuple[np.ndarray, ...]:
+    """C2 switching function S(r) (1 below r_on, 0 above r_off) and dS/dr, d2S/dr2.
+
+    Only pairs in the switching shell are computed (about 40 % of pairs at default cutoffs).
+    """
+    shell = np.flatnonzero(r > r_on)
+    width = r_off - r_on
+    x = np.minimum((r[shell] - r_on) / width, 1.0)
+    x2 = x * x
+    s = np.ones_like(r)
+    s[shell] = 1.0 - x2 * x * (10.0 - 15.0 * x + 6.0 * x2)
+    if derivatives == 0:
+        return (s,)
+    ds = np.zeros_like(r)
+    ds[shell] = -30.0 * x2 * (1.0 - x) ** 2 / width
+    d2s = np.zeros_like(r)
+    d2s[shell] = -60.0 * x * (1.0 - x) * (1.0 - 2.0 * x) / width**2
+    return s, ds, d2s
+
+
+def radial_terms(
+    r: np.ndarray,
+    field: PairField,
+    type_index: int,
+    derivatives: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Pair energy phi(r) and its radial derivatives for one scatterer's parameters.
+
+    Parameters
+    ----------
+    r
+        Distances, A (positive).
+    field
+        Force-field parameters.
+    type_index
+        Index of a scatterer whose parameters are used.
+    derivatives
+        0: phi only; 1: phi, phi'; 2: phi, phi', phi''.
+
+    Returns
+    -------
+    phi (eV), phi' (eV/A) or None, phi'' (eV/A^2) or None, with the switching function
+    applied.
+    """
+    if field.is_morse[type_index]:
+        d0 = field.morse_d0_eV[type_index]
+        alpha = field.morse_alpha_per_A[type_index]
+        e = np.exp(alpha * (field.morse_rmin_A[type_index] - r))
+        phi = 0.5 * d0 * e * (e - 2.0)  # = (d0/2) [(e - 1)^2 - 1]
+        dphi = -d0 * alpha * e * (e - 1.0) if derivatives >= 1 else None
+        d2phi = d0 * alpha**2 * e * (2.0 * e - 1.0) if derivatives >= 2 else None
+    else:
+        prefactor = field.coulomb_prefactor_eV_A[type_index]
+        rho = field.coulomb_screening_A[type_index]
+        inv_r = 1.0 / r
+        ec = erfc(r / rho)
+        phi = prefactor * ec * inv_r
+        dphi = d2phi = None
+        if derivatives >= 1:
+            g = _TWO_OVER_SQRT_PI / rho * np.exp(-((r / rho) ** 2))
+            dphi = -prefactor * (g * inv_r + ec * inv_r**2)
+            if derivatives >= 2:
+                d2phi = 2.0 * prefactor * (g / rho**2 + g * inv_r**2 + ec * inv_r**3)
+    if derivatives == 0:
+        s = _switch(r, field.switch_on_A, field.cutoff_A, 0)[0]
+        return phi * s, None, None
+    s, ds, d2s = _switch(r, field.switch_on_A, field.cutoff_A, derivatives)
+    assert dphi is not None
+    dphi_s = dphi * s + phi * ds
+    d2phi_s = None
+    if derivatives >= 2:
+        assert d2phi is not None
+        d2phi_s = d2phi * s + 2.0 * dphi * ds + phi * d2s
+    return phi * s, dphi_s, d2phi_s
+
+
+def _stencil(grid: PeriodicGrid, cutoff_A: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer offsets m of grid points that can lie within the cutoff of a scatterer.
+
+    Returns the offsets (K, 3) and their Cartesian vectors from the centre of the
+    scatterer's voxel, (m - 1/2) . steps (K, 3), A.
+    """
+    steps = grid.step_matrix_A
+    reciprocal = np.linalg.inv(grid.lattice_matrix_A).T  # rows b_i with a_i . b_j = delta_ij
+    shape = np.array(grid.shape)
+    extent = np.ceil(cutoff_A * np.linalg.norm(reciprocal, axis=1) * shape).astype(int) + 1
+    axes = [np.arange(-e, e + 2) for e in extent]
+    offsets = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) - 0.5
+    half_diagonal = float(np.max(np.linalg.norm(corners @ steps, axis=1)))
+    vectors = (offsets - 0.5) @ steps
+    keep = np.einsum("ij,ij->i", vectors, vectors) < (cutoff_A + half_diagonal) ** 2
+    return offsets[keep], vectors[keep]
+
+
+def _padded_lookup(
+    grid: PeriodicGrid, low: np.ndarray, high: np.ndarray, lookup: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map every point of a padded, non-periodic grid to an output slot.
+
+    A scatterer in voxel ``base`` reaches padded points ``base + m - low`` for stencil
+    offsets ``low <= m <= high``; wrapping those back onto the periodic grid once, here,
+    replaces three modulo operations per pair by one gather.
+
+    Returns the lookup over the padded grid (output slot or -1) and the padded strides.
+    """
+    shape = np.array(grid.shape)
+    padded_shape = shape + (high - low)
+    wrapped = [(np.arange(p) + lo) % n for p, lo, n in zip(padded_shape, low, shape, strict=True)]
+    flat = (
+        wrapped[0][:, None, None] * (shape[1] * shape[2])
+        + wrapped[1][None, :, None] * shape[2]
+        + wrapped[2][None, None, :]
+    )
+    strides = np.array([padded_shape[1] * padded_shape[2], padded_shape[2], 1], dtype=np.int64)
+    return lookup[flat.ravel()], strides
+
+
+def evaluate_grid(
+    field: PairField,
+    grid: PeriodicGrid,
+    points: np.ndarray | None = None,
+    derivatives: int = 0,
+    batch_pairs: int = 4_000_000,
+) -> PotentialValues:
+    """U (and derivatives) at grid points.
+
+    Parameters
+    ----------
+    field
+        Framework pair potentials.
+    grid
+        The periodic grid (its lattice must be the field's).
+    points
+        Flat indices of the grid points wanted (any order, unique); None for all.
+    derivatives
+        0: U only; 1: U and gradient; 2: U, gradient and Hessian.
+    batch_pairs
+        Upper bound on (stencil point, scatterer) pairs held at once; bounds memory.
+
+    Returns
+    -------
+    PotentialValues
+        Arrays in the order of ``points`` (or of the flat grid).
+    """
+    n_total = grid.n_points
+    lookup = np.full(n_total, -1, dtype=np.int64)
+    if points is None:
+        lookup[:] = np.arange(n_total)
+        n_out = n_total
+    else:
+        points = np.asarray(points, dtype=np.int64)
+        lookup[points] = np.arange(len(points))
+        n_out = len(points)
+    energy = np.zeros(n_out)
+    gradient = np.zeros((n_out, 3)) if derivatives >= 1 else None
+    hessian6 = np.zeros((n_out, 6)) if derivatives >= 2 else None
+    if n_out == 0:
+        return PotentialValues(energy, gradient, _full_hessian(hessian6))
+
+    offsets, vectors = _stencil(grid, field.cutoff_A)
+    low, high = offsets.min(axis=0), offsets.max(axis=0)
+    padded_lookup, strides = _padded_lookup(grid, low, high, lookup)
+    stencil_flat = (offsets - low) @ strides
+    vectors_sq = np.einsum("ij,ij->i", vectors, vectors)
+    shape = np.array(grid.shape)
+    cutoff_sq = field.cutoff_A**2
+    scaled = field.frac_coords * shape
+    base = np.floor(scaled).astype(np.int64) % shape
+    base_flat = base @ strides
+    shift = (scaled - np.floor(scaled) - 0.5) @ grid.step_matrix_A  # from voxel centre, A
+    types = field.types
+    batch = max(1, batch_pairs // len(offsets))
+    sparse = points is not None and n_out < SPARSE_FRACTION * n_total
+
+    for type_id in np.unique(types):
+        members = np.flatnonzero(types == type_id)
+        representative = int(members[0])
+        for start in range(0, len(members), batch):
+            chunk = members[start : start + batch]
+            d = shift[chunk]  # (B, 3)
+            if sparse:
+                # few wanted points: find the (stencil point, scatterer) pairs that land on
+                # one first (an integer gather), then compute distances for those only
+                hit = padded_lookup[stencil_flat[:, None] + base_flat[chunk][None, :]]
+                k_idx, b_idx = np.nonzero(hit >= 0)
+                target = hit[k_idx, b_idx]
+                disp = vectors[k_idx] - d[b_idx]
+                r_sq_pairs = np.einsum("ij,ij->i", disp, disp)
+                near = r_sq_pairs < cutoff_sq
+                k_idx, b_idx, target = k_idx[near], b_idx[near], target[near]
+                r_sq_pairs = r_sq_pairs[near]
+            else:
+                # |v - d|^2 = |v|^2 - 2 v.d + |d|^2 for all stencil points and scatterers
+                r_sq = vectors_sq[:, None] - 2.0 * (vectors @ d.T) + np.einsum("ij,ij->i", d, d)
+                k_idx, b_idx = np.nonzero(r_sq < cutoff_sq)
+                target = padded_lookup[stencil_flat[k_idx] + base_flat[chunk][b_idx]]
+                if points is not None:
+                    inside = target >= 0
+                    k_idx, b_idx, target = k_idx[inside], b_idx[inside], target[inside]
+                r_sq_pairs = r_sq[k_idx, b_idx]
+            if len(target) == 0:
+                continue
+            r = np.sqrt(np.maximum(r_sq_pairs, 1e-12))
+            phi, dphi, d2phi = radial_terms(r, field, representative, derivatives)
+            weight = field.weights[chunk][b_idx]
+            energy += np.bincount(target, weights=weight * phi, minlength=n_out)
+            if derivatives >= 1:
+                assert dphi is not None and gradient is not None
+                disp = vectors[k_idx] - d[b_idx]  # grid point minus scatterer, A
+                radial = weight * dphi / r
+                for axis in range(3):
+                    gradient[:, axis] += np.bincount(
+                        target, weights=radial * disp[:, axis], minlength=n_out
+                    )
+                if derivatives >= 2:
+                    assert d2phi is not None and hessian6 is not None
+                    along = weight * (d2phi - dphi / r) / r**2
+                    for c, (i, j) in enumerate(_VOIGT_PAIRS):
+                        w = along * disp[:, i] * disp[:, j]
+                        if i == j:
+                            w = w + radial
+                        hessian6[:, c] += np.bincount(target, weights=w, minlength=n_out)
+    return PotentialValues(energy, gradient, _full_hessian(hessian6))
+
+
+_VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+def _full_hessian(hessian6: np.ndarray | None) -> np.ndarray | None:
+    if hessian6 is None:
+        return None
+    full = np.empty((len(hessian6), 3, 3))
+    for c, (i, j) in enumerate(_VOIGT_PAIRS):
+        full[:, i, j] = hessian6[:, c]
+        full[:, j, i] = hessian6[:, c]
+    return full
+
+
+def evaluate_points(
+    field: PairField, points_cart_A: np.ndarray, derivatives: int = 0
+) -> PotentialValues:
+    """U (and derivatives) at arbitrary Cartesian points (any cell image).
+
+    Neighbours come from a KD-tree of scatterer images; meant for paths, saddles and
+    checks (thousands of points), not for whole grids.
+
+    Parameters
+    ----------
+    field
+        Framework pair potentials.
+    points_cart_A
+        Points, shape (P, 3), A.
+    derivatives
+        0, 1 or 2 as in :func:`evaluate_grid`.
+    """
+    points = np.atleast_2d(np.asarray(points_cart_A, dtype=float))
+    lattice = field.lattice_matrix_A
+    frac = points @ np.linalg.inv(lattice)
+    wrapped = (frac - np.floor(frac)) @ lattice
+    tree, image_cart, owner = field.image_tree
+    n = len(points)
+    neighbours = tree.query_ball_point(wrapped, field.cutoff_A)
+    counts = np.fromiter((len(x) for x in neighbours), dtype=np.int64, count=n)
+    p_idx = np.repeat(np.arange(n), counts)
+    i_idx = np.fromiter(
+        (j for row in neighbours for j in row), dtype=np.int64, count=int(counts.sum())
+    )
+    disp = wrapped[p_idx] - image_cart[i_idx]  # point minus scatterer, A
+    r = np.maximum(np.linalg.norm(disp, axis=1), 1e-12)
+    scatterer = owner[i_idx]
+    types = field.types
+    energy = np.zeros(n)
+    gradient = np.zeros((n, 3)) if derivatives >= 1 else None
+    hessian6 = np.zeros((n, 6)) if derivatives >= 2 else None
+    for type_id in np.unique(types[scatterer]) if len(scatterer) else []:
+        pick = np.flatnonzero(types[scatterer] == type_id)
+        representative = int(scatterer[pick[0]])
+        rr, dd, target = r[pick], disp[pick], p_idx[pick]
+        weight = field.weights[scatterer[pick]]
+        phi, dphi, d2phi = radial_terms(rr, field, representative, derivatives)
+        energy += np.bincount(target, weights=weight * phi, minlength=n)
+        if derivatives >= 1:
+            assert dphi is not None and gradient is not None
+            radial = weight * dphi / rr
+            for axis in range(3):
+                gradient[:, axis] += np.bincount(target, weights=radial * dd[:, axis], minlength=n)
+            if derivatives >= 2:
+                assert d2phi is not None and hessian6 is not None
+                along = weight * (d2phi - dphi / rr) / rr**2
+                for c, (i, j) in enumerate(_VOIGT_PAIRS):
+                    w = along * dd[:, i] * dd[:, j]
+                    if i == j:
+                        w = w + radial
+                    hessian6[:, c] += np.bincount(target, weights=w, minlength=n)
+    return PotentialValues(energy, gradient, _full_hessian(hessian6))

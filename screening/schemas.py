@@ -1,0 +1,247 @@
+"""Output documents (pydantic): one per job output, units in every field name.
+
+Built by ``from_*`` constructors, never field by field in jobs. Large arrays (the potential
+and drag grids) are not here: they travel as :class:`CandidateGrids` to the job store's
+data store.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from screening import __version__
+from screening.errors import IondragError
+from screening.sources.base import Candidate
+
+Status = Literal["ok", "failed", "error"]
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """Documents never carry NaN or inf: non-finite numbers become None."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def matrix_list(array: np.ndarray | None) -> list[list[float]] | None:
+    if array is None:
+        return None
+    return [[float(x) for x in row] for row in np.asarray(array)]
+
+
+class PathProfile(BaseModel):
+    """U(s) and the drag along the percolating path (one period)."""
+
+    arc_length_A: list[float]
+    energy_eV: list[float] = Field(description="U(s) relative to the grid minimum of U.")
+    gamma_parallel_kg_per_s: list[float] = Field(description="t . gamma . t (no floor).")
+    translation_cells: list[int]
+    translation_A: list[float]
+    length_A: float
+
+
+class CandidateResult(BaseModel):
+    """Everything the screen computed for one candidate (or why it could not).
+
+    Rows of the ranking table are projections of this document
+    (:meth:`ranking_row`). Status ``ok``: scored; ``failed``: a documented input problem
+    (``error_cause`` from :mod:`screening.errors`); ``error``: an unexpected exception.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidate_id: str
+    formula: str | None = None
+    source: str
+    ion: str | None = None
+    status: Status
+    error: str | None = None
+    error_cause: str | None = None
+    temperature_K: float
+    parameters_fingerprint: str
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    experimental_sigma_S_per_cm: float | None = None
+
+    # potential and percolation
+    barrier_eV: float | None = Field(None, description="1D percolation barrier E_1 - min U.")
+    barrier_1d_eV: float | None = None
+    barrier_2d_eV: float | None = None
+    barrier_3d_eV: float | None = None
+    dimensionality: int | None = Field(
+        None, description="Highest d with E_d within dimensionality_window_eV of E_1."
+    )
+    path_barrier_eV: float | None = Field(None, description="max - min of U along the path.")
+
+    # conductivity (headline: homogenised tensor, inertia-corrected)
+    sigma_S_per_cm: float | None = Field(None, description="Isotropic tr(sigma)/3 at T.")
+    log10_sigma_S_per_cm: float | None = None
+    sigma_xx_S_per_cm: float | None = None
+    sigma_yy_S_per_cm: float | None = None
+    sigma_zz_S_per_cm: float | None = None
+    sigma_tensor_S_per_cm: list[list[float]] | None = None
+    anisotropy_ratio: float | None = None
+    log10_sigma_path_S_per_cm: float | None = Field(
+        None, description="Path formula along the channel, as a rank-1 tensor's tr/3."
+    )
+    log10_sigma_overdamped_S_per_cm: float | None = Field(
+        None, description="Homogenised, without the inertial correction."
+    )
+    diffusion_tensor_m2_per_s: list[list[float]] | None = None
+    diffusion_parallel_bound_m2_per_s: list[list[float]] | None = None
+    diffusion_series_bound_m2_per_s: list[list[float]] | None = None
+    log10_path_mobility_s_per_kg: float | None = None
+    carrier_density_per_m3: float | None = None
+    carrier_convention: str | None = None
+    region_weight_fraction: float | None = None
+
+    # drag and dynamics
+    drag_saddle_kg_per_s: float | None = Field(None, description="t.gamma.t at the saddle.")
+    drag_floor_kg_per_s: float | None = None
+    lambda_s3_per_kg: list[list[float]] | None = None
+    bulk_modulus_GPa: float | None = None
+    shear_modulus_GPa: float | None = None
+    elastic_source: str | None = None
+    density_kg_per_m3: float | None = None
+    barrier_frequency_rad_per_s: float | None = None
+    reduced_friction: float | None = Field(None, description="g = gamma_par/(M omega_b).")
+    kramers_factor: float | None = None
+    damping_regime: str | None = None
+    inertia_flag: bool | None = Field(None, description="gamma/M below omega_b at the saddle.")
+
+    # Arrhenius
+    activation_energy_eV: float | None = None
+    arrhenius_prefactor_S_K_per_cm: float | None = None
+    arrhenius_temperatures_K: list[float] | None = None
+    arrhenius_log10_sigma_S_per_cm: list[float] | None = None
+
+    # bookkeeping
+    path: PathProfile | None = None
+    framework: dict[str, Any] = Field(default_factory=dict)
+    grid_shape: list[int] | None = None
+    grid_spacing_A: float | None = None
+    warnings: list[str] = Field(default_factory=list)
+    seconds: dict[str, float] = Field(default_factory=dict)
+    iondrag_version: str = __version__
+
+    @classmethod
+    def from_failure(
+        cls,
+        candidate: Candidate,
+        error: BaseException | str,
+        *,
+        temperature_K: float,
+        parameters_fingerprint: str,
+        cause: str | None = None,
+        ion: str | None = None,
+    ) -> CandidateResult:
+        """A failed row: the candidate, a one-line error naming it, and the cause."""
+        if isinstance(error, IondragError):
+            status: Status = "failed"
+            cause = cause or error.cause
+            message = str(error.with_candidate(candidate.candidate_id))
+        elif isinstance(error, BaseException):
+            status = "error" if cause is None else "failed"
+            cause = cause or "internal_error"
+            message = f"{candidate.candidate_id}: {type(error).__name__}: {error}"
+        else:
+            status = "failed"
+            message = error if candidate.candidate_id in error else f"{candidate.candidate_id}: {error}"
+        return cls(
+            candidate_id=candidate.candidate_id,
+            formula=candidate.formula,
+            source=candidate.source,
+            ion=ion or candidate.mobile_ion,
+            status=status,
+            error=" ".join(message.split())[:500],
+            error_cause=cause,
+            temperature_K=temperature_K,
+            parameters_fingerprint=parameters_fingerprint,
+            provenance=candidate.provenance,
+            experimental_sigma_S_per_cm=candidate.experimental_sigma_S_per_cm,
+        )
+
+    def ranking_row(self) -> dict[str, Any]:
+        """The flat row of the ranking table (columns of the design contract and more)."""
+        return {
+            "candidate_id": self.candidate_id,
+            "formula": self.formula,
+            "source": self.source,
+            "ion": self.ion,
+            "temperature_K": self.temperature_K,
+            "barrier_eV": self.barrier_eV,
+            "barrier_1d_eV": self.barrier_1d_eV,
+            "barrier_2d_eV": self.barrier_2d_eV,
+            "barrier_3d_eV": self.barrier_3d_eV,
+            "dimensionality": self.dimensionality,
+            "sigma_S_per_cm": self.sigma_S_per_cm,
+            "log10_sigma_S_per_cm": self.log10_sigma_S_per_cm,
+            "sigma_xx_S_per_cm": self.sigma_xx_S_per_cm,
+            "sigma_yy_S_per_cm": self.sigma_yy_S_per_cm,
+            "sigma_zz_S_per_cm": self.sigma_zz_S_per_cm,
+            "anisotropy_ratio": self.anisotropy_ratio,
+            "log10_sigma_path_S_per_cm": self.log10_sigma_path_S_per_cm,
+            "drag_saddle_kg_per_s": self.drag_saddle_kg_per_s,
+            "kramers_factor": self.kramers_factor,
+            "damping_regime": self.damping_regime,
+            "activation_energy_eV": self.activation_energy_eV,
+            "elastic_source": self.elastic_source,
+            "experimental_sigma_S_per_cm": self.experimental_sigma_S_per_cm,
+            "status": self.status,
+            "error": self.error,
+            "error_cause": self.error_cause,
+            "parameters_fingerprint": self.parameters_fingerprint,
+        }
+
+
+class CandidateGrids(BaseModel):
+    """Large per-candidate arrays for the job store's data store (not for documents).
+
+    The arrays travel as one compressed ``.npz`` payload (base64 text, so that any store
+    takes it): ``energy_eV`` on the grid (float32, +inf where U was not refined because the
+    ion cannot get there), ``region_flat_indices`` of the transport region and
+    ``drag_voigt_kg_per_s`` there (gamma as xx, yy, zz, yz, xz, xy; float32).
+    """
+
+    candidate_id: str
+    lattice_matrix_A: list[list[float]]
+    grid_shape: list[int]
+    npz_base64: str
+
+    @classmethod
+    def from_arrays(
+        cls,
+        candidate_id: str,
+        lattice_matrix_A: np.ndarray,
+        energy_grid_eV: np.ndarray,
+        region_flat: np.ndarray,
+        gamma_region_kg_per_s: np.ndarray,
+    ) -> CandidateGrids:
+        """Pack and compress the arrays."""
+        voigt = gamma_region_kg_per_s[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            energy_eV=energy_grid_eV.astype(np.float32),
+            region_flat_indices=np.asarray(region_flat, dtype=np.int64),
+            drag_voigt_kg_per_s=voigt.astype(np.float32),
+        )
+        return cls(
+            candidate_id=candidate_id,
+            lattice_matrix_A=matrix_list(lattice_matrix_A) or [],
+            grid_shape=list(energy_grid_eV.shape),
+            npz_base64=base64.b64encode(buffer.getvalue()).decode("ascii"),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Unpack: energy_eV (grid shape), region_flat_indices, drag_voigt_kg_per_s."""
+        with np.load(io.BytesIO(base64.b64decode(self.npz_base64))) as data:
+            return {name: data[name] for name in data.files}
+
+
+__all__ = ["CandidateGrids", "CandidateResult", "PathProfile", "finite_or_none", "matrix_list"]

@@ -1,0 +1,49 @@
+"""User settings, read at call time from the environment (prefix ``IONDRAG_``).
+
+Nothing here is evaluated at import: call :func:`get_settings` where a value is needed, so
+that a changed environment (tests, cluster workers) is honoured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IondragSettings(BaseSettings):
+    """Paths and budgets of an iondrag installation.
+
+    Every field can be set as an environment variable ``IONDRAG_<FIELD>`` (upper case).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IONDRAG_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".iondrag",
+        description="Folder for the default ranking database, job store and caches.",
+    )
+    db_path: Path | None = Field(
+        default=None, description="SQLite ranking database; default <home>/results.sqlite."
+    )
+    mp_cache_path: Path | None = Field(
+        default=None,
+        description="SQLite cache of Materials Project answers; default <home>/mp_cache.sqlite.",
+    )
+    memory_budget_MB: float = Field(
+        default=2048.0, gt=0, description="Memory one candidate's grids may take (MB)."
+    )
+
+    def resolved_db_path(self) -> Path:
+        """Return the ranking database path, defaulting into ``home``."""
+        return self.db_path or self.home / "results.sqlite"
+
+    def resolved_mp_cache_path(self) -> Path:
+        """Return the Materials Project cache path, defaulting into ``home``."""
+        return self.mp_cache_path or self.home / "mp_cache.sqlite"
+
+
+def get_settings(**overrides: object) -> IondragSettings:
+    """Read the settings now (environment first, then ``overrides``)."""
+    return IondragSettings(**overrides)  # type: ignore[arg-type]

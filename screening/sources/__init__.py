@@ -1,0 +1,54 @@
+"""Candidate sources behind one interface: embedded default set, Materials Project, CIF files.
+
+Use :func:`load_candidates`; the Materials Project client (mp_api, slow to import) is only
+imported when that source is asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from screening.sources.base import Candidate, ElasticInput, SourceName
+
+__all__ = ["Candidate", "ElasticInput", "SourceName", "load_candidates"]
+
+
+def load_candidates(
+    source: SourceName = "embedded", path: str | Path | None = None, **options: Any
+) -> list[Candidate]:
+    """Return the candidates of one source.
+
+    Parameters
+    ----------
+    source
+        ``"embedded"`` (the default set shipped in data/), ``"mp"`` (Materials Project, needs
+        MP_API_KEY) or ``"cif"`` (a folder of CIF files or one file, given as ``path``).
+    path
+        The CIF folder or file, for ``source="cif"``.
+    **options
+        Passed to the source: for ``"mp"`` the query fields of
+        :class:`screening.sources.mp.MPQuery`; for ``"embedded"`` ``ion`` to keep only
+        candidates of that mobile species.
+
+    Returns
+    -------
+    list of Candidate
+        Failed loads included, as candidates with ``load_error`` set.
+    """
+    if source == "embedded":
+        from screening.sources.embedded import load_embedded_candidates
+
+        return load_embedded_candidates(**options)
+    if source == "cif":
+        if path is None:
+            raise ValueError("source 'cif' needs a path to a CIF file or folder")
+        from screening.sources.cif import load_cif_candidates
+
+        return load_cif_candidates(path, **options)
+    if source == "mp":
+        from screening.sources.mp import MPQuery, fetch_mp_candidates
+
+        connection = {k: options.pop(k) for k in ("api_key", "endpoint", "cache_path") if k in options}
+        return fetch_mp_candidates(MPQuery(**options), **connection)
+    raise ValueError(f"unknown source {source!r}; use embedded, mp or cif")

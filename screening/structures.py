@@ -1,0 +1,463 @@
+"""From a pymatgen Structure to the frozen framework that the mobile ion moves through.
+
+Steps (each recorded in the returned :class:`Framework`):
+
+1. checks: finite coordinates, a non-degenerate cell, no overlapping atoms (two sites closer
+   than ``min_distance_A`` whose occupancies add up to more than one);
+2. oxidation states, without manual help: the ones the structure already carries, else
+   bond-valence analysis (pymatgen's BVAnalyzer), else composition-based guesses (pymatgen's
+   ``oxi_state_guesses`` for integer compositions, then common oxidation states balanced
+   within a tolerance, which handles the non-integer compositions of disordered
+   structures), else :class:`~screening.errors.OxidationStateError` naming the structure;
+3. the mobile species removed from the framework; partially occupied and mixed sites kept
+   as occupancy weights (mean field).
+
+Units: lengths in angstrom, charges in e, densities in SI (kg/m^3, m^-3).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from pymatgen.core import Composition, Element, Species, Structure
+
+from screening.errors import (
+    InvalidStructureError,
+    NoMobileSpeciesError,
+    OverlappingAtomsError,
+    OxidationStateError,
+)
+from screening.units import AMU_KG, PER_A3_TO_PER_M3
+
+#: Mobile species tried, in this order, when a candidate does not name its own.
+DEFAULT_MOBILE_PRIORITY: tuple[str, ...] = ("Li", "Na", "K", "Rb", "Cs", "Ag", "Cu")
+
+#: Relative charge imbalance accepted for composition-based guesses of non-integer
+#: (disordered) compositions: |sum q n| / sum |q| n.
+CHARGE_BALANCE_TOLERANCE: float = 0.02
+
+#: BVAnalyzer's combinatorial search is capped to keep its cost bounded (seconds otherwise).
+BV_MAX_PERMUTATIONS: int = 2000
+
+
+@dataclass(frozen=True)
+class OxidationAssignment:
+    """Oxidation states of a structure and how they were obtained.
+
+    Attributes
+    ----------
+    structure
+        The structure decorated with :class:`pymatgen.core.Species` (disorder kept).
+    method
+        ``"given"``, ``"bond_valence"``, ``"composition_guess"`` or ``"common_states_balanced"``.
+    states
+        Occupancy-weighted mean oxidation state per element (e).
+    """
+
+    structure: Structure
+    method: str
+    states: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Framework:
+    """The frozen framework and the mobile ion, ready for the force field.
+
+    Attributes
+    ----------
+    lattice_matrix_A
+        Lattice vectors as rows, A.
+    frac_coords
+        Fractional coordinates of framework scatterers, shape (S, 3); a mixed site gives one
+        scatterer per species.
+    elements, charges_e, occupancies
+        Element symbol, oxidation state (e) and occupancy of each scatterer.
+    mobile_element, mobile_charge_e
+        The mobile ion.
+    mobile_frac_coords, mobile_occupancies
+        The mobile-ion sites removed from the framework (kept for carrier density and plots).
+    oxidation_method, oxidation_states
+        How the charges were assigned and the per-element mean states.
+    volume_A3, density_kg_per_m3
+        Cell volume and mass density of the full crystal (mobile ions included).
+    mobile_mass_amu
+        Mass of the mobile ion.
+    """
+
+    lattice_matrix_A: np.ndarray
+    frac_coords: np.ndarray
+    elements: tuple[str, ...]
+    charges_e: np.ndarray
+    occupancies: np.ndarray
+    mobile_element: str
+    mobile_charge_e: float
+    mobile_frac_coords: np.ndarray
+    mobile_occupancies: np.ndarray
+    oxidation_method: str
+    oxidation_states: dict[str, float]
+    volume_A3: float
+    density_kg_per_m3: float
+    mobile_mass_amu: float
+    formula: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cart_coords_A(self) -> np.ndarray:
+        """Cartesian coordinates of the framework scatterers, A, shape (S, 3)."""
+        return self.frac_coords @ self.lattice_matrix_A
+
+    @property
+    def n_mobile_per_cell(self) -> float:
+        """Number of mobile ions per cell (sum of occupancies of the removed sites)."""
+        return float(self.mobile_occupancies.sum())
+
+    @property
+    def carrier_density_per_m3(self) -> float:
+        """Mobile-ion number density, all mobile-ion sites counted (theory.md section 4), m^-3."""
+        return self.n_mobile_per_cell / self.volume_A3 * PER_A3_TO_PER_M3
+
+    def summary(self) -> dict[str, object]:
+        """Return what was done, for the output documents (JSON-friendly)."""
+        return {
+            "mobile_ion": self.mobile_element,
+            "mobile_charge_e": self.mobile_charge_e,
+            "oxidation_method": self.oxidation_method,
+            "oxidation_states": dict(self.oxidation_states),
+            "n_framework_scatterers": len(self.elements),
+            "n_mobile_sites_removed": len(self.mobile_occupancies),
+            "n_mobile_per_cell": self.n_mobile_per_cell,
+            "volume_A3": self.volume_A3,
+            "density_kg_per_m3": self.density_kg_per_m3,
+            "notes": list(self.notes),
+        }
+
+
+def check_structure(
+    structure: Structure, candidate_id: str | None = None, min_distance_A: float = 0.7
+) -> None:
+    """Raise if the structure is not physical.
+
+    Parameters
+    ----------
+    structure
+        The crystal.
+    candidate_id
+        Named in the error messages.
+    min_distance_A
+        Two sites closer than this (A) overlap unless their occupancies add up to at most
+        one (alternative positions of a disordered atom, or a mixed site).
+
+    Raises
+    ------
+    InvalidStructureError
+        No sites, non-finite coordinates or lattice, or a cell of (near) zero volume.
+    OverlappingAtomsError
+        Two sites overlap.
+    """
+    if len(structure) == 0:
+        raise InvalidStructureError("the structure has no sites", candidate_id)
+    matrix = structure.lattice.matrix
+    if not np.all(np.isfinite(matrix)) or not np.all(np.isfinite(structure.frac_coords)):
+        raise InvalidStructureError("non-finite lattice or coordinates (NaN or inf)", candidate_id)
+    volume = abs(float(np.linalg.det(matrix)))
+    if volume < 1.0 or volume / len(structure) < 0.5:
+        raise InvalidStructureError(
+            f"degenerate cell: volume {volume:.3g} A^3 for {len(structure)} sites", candidate_id
+        )
+    occupancy = np.array([site.species.num_atoms for site in structure])
+    if np.any(occupancy > 1.0 + 1e-3):
+        worst = int(np.argmax(occupancy))
+        raise OverlappingAtomsError(
+            f"site {worst} ({structure[worst].species}) has total occupancy "
+            f"{occupancy[worst]:.3f} > 1",
+            candidate_id,
+        )
+    centers, neighbors, _, distances = structure.get_neighbor_list(min_distance_A)
+    keep = centers < neighbors  # each pair once; self-images excluded by the neighbor list
+    centers, neighbors, distances = centers[keep], neighbors[keep], distances[keep]
+    clash = occupancy[centers] + occupancy[neighbors] > 1.0 + 1e-3
+    if np.any(clash):
+        i = int(np.argmax(clash))
+        a, b = int(centers[i]), int(neighbors[i])
+        raise OverlappingAtomsError(
+            f"sites {a} ({structure[a].species.formula}) and {b} "
+            f"({structure[b].species.formula}) are {distances[i]:.2f} A apart "
+            f"(bound {min_distance_A} A) with total occupancy "
+            f"{occupancy[a] + occupancy[b]:.2f}",
+            candidate_id,
+        )
+
+
+def choose_mobile_ion(
+    structure: Structure, requested: str | None = None, candidate_id: str | None = None
+) -> str:
+    """Return the mobile species: ``requested``, else the first of the default priority present.
+
+    Raises
+    ------
+    NoMobileSpeciesError
+        The requested species (or, by default, any alkali, Ag or Cu) is absent.
+    """
+    present = {el.symbol for el in structure.composition.elements}
+    if requested is not None:
+        symbol = requested.strip().capitalize()
+        if symbol not in present:
+            raise NoMobileSpeciesError(
+                f"no {symbol} in {structure.composition.reduced_formula}", candidate_id
+            )
+        return symbol
+    for symbol in DEFAULT_MOBILE_PRIORITY:
+        if symbol in present:
+            return symbol
+    raise NoMobileSpeciesError(
+        f"no mobile species ({', '.join(DEFAULT_MOBILE_PRIORITY)}) in "
+        f"{structure.composition.reduced_formula}",
+        candidate_id,
+    )
+
+
+def _has_oxidation_states(structure: Structure) -> bool:
+    return all(
+        isinstance(sp, Species) and sp.oxi_state is not None
+        for site in structure
+        for sp in site.species
+    )
+
+
+def _mean_states(structure: Structure) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for site in structure:
+        for sp, occ in site.species.items():
+            symbol = sp.symbol
+            totals[symbol] = totals.get(symbol, 0.0) + occ * float(getattr(sp, "oxi_state", 0) or 0)
+            weights[symbol] = weights.get(symbol, 0.0) + occ
+    return {el: totals[el] / weights[el] for el in totals}
+
+
+def _decorate_by_element(structure: Structure, states: dict[str, float]) -> Structure:
+    decorated = structure.copy()
+    decorated.add_oxidation_state_by_element(states)
+    return decorated
+
+
+def _plausible(states_by_site: Structure) -> bool:
+    """Reject assignments with an anion outside its common states (e.g. O-1 from BVAnalyzer)."""
+    for site in states_by_site:
+        for sp in site.species:
+            q = getattr(sp, "oxi_state", None)
+            if q is None:
+                return False
+            if q < 0 and q not in sp.element.common_oxidation_states:
+                return False
+    return True
+
+
+def _bond_valence(structure: Structure) -> Structure | None:
+    """pymatgen's BVAnalyzer; on the primitive cell when that is smaller.
+
+    BVAnalyzer's cost grows quadratically with the number of sites (site lookups), so it
+    runs on the primitive cell and the states are carried to the full cell by element when
+    every element has a single state; otherwise it runs on the full cell.
+    """
+    from pymatgen.analysis.bond_valence import BVAnalyzer
+
+    analyzer = BVAnalyzer(max_permutations=BV_MAX_PERMUTATIONS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            primitive = structure.get_primitive_structure(tolerance=0.1)
+            if len(primitive) < len(structure):
+                decorated = analyzer.get_oxi_state_decorated_structure(primitive)
+                by_element: dict[str, set[float]] = {}
+                for site in decorated:
+                    for sp in site.species:
+                        by_element.setdefault(sp.symbol, set()).add(float(sp.oxi_state))
+                if not _plausible(decorated):
+                    return None  # the full cell would give the same implausible states
+                if all(len(v) == 1 for v in by_element.values()):
+                    states = {el: next(iter(v)) for el, v in by_element.items()}
+                    return _decorate_by_element(structure, states)
+            decorated = analyzer.get_oxi_state_decorated_structure(structure)
+        except (ValueError, KeyError, IndexError, TypeError, RuntimeError):
+            return None
+    return decorated if _plausible(decorated) else None
+
+
+def _composition_guess(composition: Composition) -> dict[str, float] | None:
+    amounts = composition.get_el_amt_dict()
+    if not all(abs(v - round(v)) < 1e-6 for v in amounts.values()):
+        return None
+    if composition.num_atoms > 400:  # pymatgen's enumeration grows combinatorially
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            guesses = composition.oxi_state_guesses(max_sites=-20)
+        except (ValueError, KeyError):
+            return None
+    if not guesses:
+        return None
+    return {el: float(q) for el, q in guesses[0].items()}
+
+
+def _element_options(element: Element, is_most_electronegative: bool) -> list[int]:
+    states = list(element.common_oxidation_states) or list(element.icsd_oxidation_states)
+    if is_most_electronegative:
+        negative = [q for q in states if q < 0]
+        return negative or states
+    return states or [0]
+
+
+def balanced_common_states(
+    composition: Composition, tolerance: float = CHARGE_BALANCE_TOLERANCE
+) -> dict[str, float] | None:
+    """Oxidation states from each element's common states, balanced within a tolerance.
+
+    Handles non-integer compositions (partial occupancies, small refinement noise). Among all
+    combinations of common oxidation states (one state per element) the one with the
+    smallest relative imbalance ``|sum n q| / sum n |q|`` wins, ties broken by how common
+    the states are; it is accepted when that imbalance is at most ``tolerance``.
+
+    Parameters
+    ----------
+    composition
+        Composition, amounts per cell (may be fractional).
+    tolerance
+        Largest accepted relative imbalance (dimensionless).
+
+    Returns
+    -------
+    dict or None
+        Element -> oxidation state (e), or None when nothing balances.
+    """
+    elements = sorted(composition.elements, key=lambda el: el.X)
+    most_negative = elements[-1]
+    options = [_element_options(el, el == most_negative) for el in elements]
+    if np.prod([len(o) for o in options]) > 200_000:
+        return None
+    amounts = np.array([composition[el] for el in elements])
+    best: tuple[float, int, tuple[int, ...]] | None = None
+    for combo in itertools.product(*options):
+        charges = np.array(combo, dtype=float)
+        total = float(np.sum(np.abs(charges) * amounts))
+        if total == 0:
+            continue
+        imbalance = abs(float(charges @ amounts)) / total
+        rank = sum(opt.index(q) for opt, q in zip(options, combo, strict=True))
+        key = (round(imbalance, 6), rank, combo)
+        if best is None or key < best:
+            best = key
+    if best is None or best[0] > tolerance:
+        return None
+    return {el.symbol: float(q) for el, q in zip(elements, best[2], strict=True)}
+
+
+def assign_oxidation_states(
+    structure: Structure, candidate_id: str | None = None
+) -> OxidationAssignment:
+    """Assign oxidation states without manual help (see module docstring for the order).
+
+    Raises
+    ------
+    OxidationStateError
+        When no method gives a charge-balanced assignment.
+    """
+    if _has_oxidation_states(structure):
+        return OxidationAssignment(structure, "given", _mean_states(structure))
+    decorated = _bond_valence(structure)
+    if decorated is not None:
+        return OxidationAssignment(decorated, "bond_valence", _mean_states(decorated))
+    composition = structure.composition
+    for method, guesser in (
+        ("composition_guess", _composition_guess),
+        ("common_states_balanced", balanced_common_states),
+    ):
+        states = guesser(composition)
+        if states is not None:
+            decorated = _decorate_by_element(structure, states)
+            return OxidationAssignment(decorated, method, _mean_states(decorated))
+    raise OxidationStateError(
+        f"no charge-balanced oxidation states for {composition.reduced_formula} "
+        "(bond valence, composition guesses and common states all failed)",
+        candidate_id,
+    )
+
+
+def prepare_framework(
+    structure: Structure,
+    mobile_ion: str | None = None,
+    *,
+    candidate_id: str | None = None,
+    min_distance_A: float = 0.7,
+) -> Framework:
+    """Check the structure, assign charges and separate the mobile ion from the framework.
+
+    Parameters
+    ----------
+    structure
+        The crystal; ordered or disordered (occupancies are kept as weights).
+    mobile_ion
+        Element symbol of the mobile species; default: the first of
+        :data:`DEFAULT_MOBILE_PRIORITY` present.
+    candidate_id
+        Named in error messages.
+    min_distance_A
+        Overlap bound for :func:`check_structure`, A.
+
+    Returns
+    -------
+    Framework
+    """
+    check_structure(structure, candidate_id, min_distance_A)
+    mobile = choose_mobile_ion(structure, mobile_ion, candidate_id)
+    assignment = assign_oxidation_states(structure, candidate_id)
+    decorated = assignment.structure
+
+    frac, elements, charges, occupancies = [], [], [], []
+    mobile_frac, mobile_occ, mobile_charges = [], [], []
+    for site in decorated:
+        for sp, occ in site.species.items():
+            charge = float(getattr(sp, "oxi_state", 0) or 0)
+            if sp.symbol == mobile:
+                mobile_frac.append(site.frac_coords)
+                mobile_occ.append(occ)
+                mobile_charges.append(charge)
+            else:
+                frac.append(site.frac_coords)
+                elements.append(sp.symbol)
+                charges.append(charge)
+                occupancies.append(occ)
+    notes: list[str] = []
+    mobile_charge = float(np.average(mobile_charges, weights=mobile_occ))
+    if mobile_charge <= 0:
+        raise OxidationStateError(
+            f"mobile {mobile} was assigned a non-positive charge {mobile_charge:+.2f}",
+            candidate_id,
+        )
+    if not elements:
+        raise NoMobileSpeciesError(f"nothing but {mobile} in the structure", candidate_id)
+    volume = float(decorated.volume)
+    mass_amu = float(decorated.composition.weight)
+    density = mass_amu * AMU_KG / (volume * 1e-30)
+    return Framework(
+        lattice_matrix_A=np.array(decorated.lattice.matrix, dtype=float),
+        frac_coords=np.mod(np.array(frac, dtype=float), 1.0),
+        elements=tuple(elements),
+        charges_e=np.array(charges, dtype=float),
+        occupancies=np.array(occupancies, dtype=float),
+        mobile_element=mobile,
+        mobile_charge_e=round(mobile_charge, 6),
+        mobile_frac_coords=np.mod(np.array(mobile_frac, dtype=float), 1.0),
+        mobile_occupancies=np.array(mobile_occ, dtype=float),
+        oxidation_method=assignment.method,
+        oxidation_states=assignment.states,
+        volume_A3=volume,
+        density_kg_per_m3=density,
+        mobile_mass_amu=float(Element(mobile).atomic_mass),
+        formula=structure.composition.reduced_formula,
+        notes=notes,
+    )
