@@ -37,7 +37,7 @@ from screening.conductivity import (
     nernst_einstein_S_per_m,
 )
 from screening.drag import drag_floor_kg_per_s, drag_tensor, regularised_drag
-from screening.elastic import ElasticModel, elastic_model
+from screening.elastic import ElasticModel, elastic_model, lambda_isotropic
 from screening.elastic_estimate import estimate_moduli_GPa
 from screening.errors import IondragError, NoPercolationError
 from screening.forcefield import PairField, build_pair_field
@@ -64,7 +64,14 @@ from screening.sources.base import Candidate, ElasticInput
 from screening.structures import Framework, prepare_framework
 from screening.units import S_PER_M_TO_S_PER_CM, thermal_energy_eV
 
-_FULL = np.ones((3, 3, 3), dtype=bool)
+#: Ablation "path formula with a constant friction": one friction for every material, kg/s
+#: (the size of H Lambda H at a typical saddle, theory.md section 5: 7.6e-14 kg/s). Rankings
+#: do not depend on it; absolute values scale as 1/it.
+CONSTANT_FRICTION_KG_PER_S: float = 1e-13
+
+#: Ablation "one global Lambda": the isotropic lambda of K = 40 GPa, G = 20 GPa,
+#: rho = 3000 kg/m^3 (a typical solid electrolyte), s^3/kg.
+GLOBAL_LAMBDA_S3_PER_KG: float = lambda_isotropic(40.0, 20.0, 3000.0)
 
 
 @dataclass
@@ -406,6 +413,30 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     main["log10_sigma_path"], main["path"] = log10_path_sigma(
         parameters.temperature_K, main["carriers"]
     )
+    # ablations: constant friction on the path; one global Lambda for the headline value
+    constant = path_mobility(
+        path.segment_lengths_A,
+        path.energy_eV,
+        np.full(len(path.energy_eV), CONSTANT_FRICTION_KG_PER_S),
+        translation_length,
+        parameters.temperature_K,
+    )
+    unit = nernst_einstein_S_per_m(1.0, max(main["carriers"], 1e-300), charge, parameters.temperature_K)
+    main["log10_sigma_constant_drag"] = constant.log10_diffusion_m2_per_s + float(
+        np.log10(unit * S_PER_M_TO_S_PER_CM / 3.0)
+    )
+    own = float(np.trace(analysis.elastic.lambda_s3_per_kg) / 3.0)
+    ratio = GLOBAL_LAMBDA_S3_PER_KG / own  # gamma and its floor scale with Lambda
+    global_factor = (
+        kramers_factor(
+            (gamma_par_saddle + floor) * ratio,
+            float(analysis.path_curvature_eV_per_A2[saddle]),
+            framework.mobile_mass_amu,
+        )[0]
+        if parameters.inertia_correction
+        else 1.0
+    )
+    main["log10_sigma_global_lambda"] = _log10(main["sigma_iso_overdamped"] / ratio * global_factor)
     arrhenius = None
     if parameters.arrhenius_temperatures_K:
         ts = np.array(parameters.arrhenius_temperatures_K)
@@ -480,6 +511,7 @@ def result_document(
         status="ok",
         temperature_K=parameters.temperature_K,
         parameters_fingerprint=parameters.fingerprint(),
+        candidate_fingerprint=candidate.fingerprint(),
         provenance=candidate.provenance,
         experimental_sigma_S_per_cm=candidate.experimental_sigma_S_per_cm,
         barrier_eV=finite_or_none(barriers[1]),
@@ -501,6 +533,9 @@ def result_document(
         diffusion_parallel_bound_m2_per_s=matrix_list(homog.parallel_bound_m2_per_s),
         diffusion_series_bound_m2_per_s=matrix_list(homog.series_bound_m2_per_s),
         log10_path_mobility_s_per_kg=finite_or_none(main["path"].log10_mobility_s_per_kg),
+        log10_sigma_path_constant_drag_S_per_cm=finite_or_none(main["log10_sigma_constant_drag"]),
+        log10_sigma_global_lambda_S_per_cm=finite_or_none(main["log10_sigma_global_lambda"]),
+        mobile_ion_density_per_m3=finite_or_none(analysis.framework.carrier_density_per_m3),
         carrier_density_per_m3=finite_or_none(main["carriers"]),
         carrier_convention=parameters.carrier_density,
         region_weight_fraction=finite_or_none(homog.region_weight_fraction),

@@ -65,6 +65,9 @@ class CandidateResult(BaseModel):
     error_cause: str | None = None
     temperature_K: float
     parameters_fingerprint: str
+    candidate_fingerprint: str | None = Field(
+        None, description="Hash of the candidate's structure and inputs (reuse key)."
+    )
     provenance: dict[str, Any] = Field(default_factory=dict)
     experimental_sigma_S_per_cm: float | None = None
 
@@ -96,6 +99,19 @@ class CandidateResult(BaseModel):
     diffusion_parallel_bound_m2_per_s: list[list[float]] | None = None
     diffusion_series_bound_m2_per_s: list[list[float]] | None = None
     log10_path_mobility_s_per_kg: float | None = None
+    log10_sigma_path_constant_drag_S_per_cm: float | None = Field(
+        None,
+        description="Ablation: path formula with one constant friction for every material "
+        "(Lifson-Jackson, overdamped; the constant is CONSTANT_FRICTION_KG_PER_S).",
+    )
+    log10_sigma_global_lambda_S_per_cm: float | None = Field(
+        None,
+        description="Ablation: the headline sigma with one global Lambda (GLOBAL_LAMBDA) "
+        "instead of the material's own.",
+    )
+    mobile_ion_density_per_m3: float | None = Field(
+        None, description="All mobile-ion sites (occupancy-weighted) per volume."
+    )
     carrier_density_per_m3: float | None = None
     carrier_convention: str | None = None
     region_weight_fraction: float | None = None
@@ -162,6 +178,7 @@ class CandidateResult(BaseModel):
             error_cause=cause,
             temperature_K=temperature_K,
             parameters_fingerprint=parameters_fingerprint,
+            candidate_fingerprint=candidate.fingerprint(),
             provenance=candidate.provenance,
             experimental_sigma_S_per_cm=candidate.experimental_sigma_S_per_cm,
         )
@@ -186,6 +203,9 @@ class CandidateResult(BaseModel):
             "sigma_zz_S_per_cm": self.sigma_zz_S_per_cm,
             "anisotropy_ratio": self.anisotropy_ratio,
             "log10_sigma_path_S_per_cm": self.log10_sigma_path_S_per_cm,
+            "log10_sigma_path_constant_drag_S_per_cm": self.log10_sigma_path_constant_drag_S_per_cm,
+            "log10_sigma_global_lambda_S_per_cm": self.log10_sigma_global_lambda_S_per_cm,
+            "mobile_ion_density_per_m3": self.mobile_ion_density_per_m3,
             "drag_saddle_kg_per_s": self.drag_saddle_kg_per_s,
             "kramers_factor": self.kramers_factor,
             "damping_regime": self.damping_regime,
@@ -196,6 +216,7 @@ class CandidateResult(BaseModel):
             "error": self.error,
             "error_cause": self.error_cause,
             "parameters_fingerprint": self.parameters_fingerprint,
+            "candidate_fingerprint": self.candidate_fingerprint,
         }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -109,6 +111,23 @@ class Candidate(BaseModel):
         if self.formula is None and self.structure is not None:
             self.formula = self.structure.composition.reduced_formula
         return self
+
+    def fingerprint(self) -> str:
+        """Short hash of what is screened: source, id, structure and elastic input.
+
+        A rerun reuses a stored result only when this and the parameters' fingerprint match,
+        so an edited CIF under the same name is screened again.
+        """
+        payload = {
+            "source": self.source,
+            "candidate_id": self.candidate_id,
+            "structure": None if self.structure is None else self.structure.as_dict(),
+            "mobile_ion": self.mobile_ion,
+            "elastic": None if self.elastic is None else self.elastic.model_dump(),
+            "load_error": self.load_error,
+        }
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def ok(self) -> bool:
