@@ -26,8 +26,12 @@ def nernst_einstein_S_per_m(
     if temperature_K <= 0:
         raise ValueError(f"temperature must be positive, got {temperature_K} K")
     q = charge_e * E_CHARGE_C
-    return carrier_density_per_m3 * q * q * np.asarray(diffusion_m2_per_s) / (
-        KB_J_PER_K * temperature_K
+    return (
+        carrier_density_per_m3
+        * q
+        * q
+        * np.asarray(diffusion_m2_per_s)
+        / (KB_J_PER_K * temperature_K)
     )
 
 
@@ -70,9 +74,11 @@ class ArrheniusFit:
 
     def sigma_S_per_cm(self, temperature_K: float) -> float:
         """The fitted conductivity at a temperature, S/cm."""
-        return self.prefactor_S_K_per_cm * np.exp(
-            -self.activation_energy_eV / (KB_EV_PER_K * temperature_K)
-        ) / temperature_K
+        return (
+            self.prefactor_S_K_per_cm
+            * np.exp(-self.activation_energy_eV / (KB_EV_PER_K * temperature_K))
+            / temperature_K
+        )
 
 
 def arrhenius_fit(temperatures_K: np.ndarray, log10_sigma_S_per_cm: np.ndarray) -> ArrheniusFit:

@@ -18,7 +18,7 @@ from screening.units import EV_PER_A2_TO_N_PER_M, KB_J_PER_K
 
 
 def drag_tensor(hessian_eV_per_A2: np.ndarray, lambda_s3_per_kg: np.ndarray) -> np.ndarray:
-    """gamma = H Lambda H, kg/s.
+    """Gamma = H Lambda H, kg/s.
 
     Parameters
     ----------
@@ -60,7 +60,7 @@ def drag_floor_kg_per_s(gamma_reference_kg_per_s: np.ndarray, fraction: float) -
 
 
 def regularised_drag(gamma_kg_per_s: np.ndarray, floor_kg_per_s: float) -> np.ndarray:
-    """gamma + floor * 1 (kg/s).
+    """Gamma + floor * 1 (kg/s).
 
     Regularisation: gamma = H Lambda H vanishes where U has an inflection and is singular
     along any direction in which H has a zero eigenvalue; the Markov drag from acoustic

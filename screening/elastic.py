@@ -165,7 +165,11 @@ def hill_moduli_GPa(voigt_GPa: np.ndarray) -> tuple[float, float]:
     s = np.linalg.inv(c)
     k_voigt = (c[0, 0] + c[1, 1] + c[2, 2] + 2 * (c[0, 1] + c[1, 2] + c[0, 2])) / 9
     g_voigt = (
-        c[0, 0] + c[1, 1] + c[2, 2] - (c[0, 1] + c[1, 2] + c[0, 2]) + 3 * (c[3, 3] + c[4, 4] + c[5, 5])
+        c[0, 0]
+        + c[1, 1]
+        + c[2, 2]
+        - (c[0, 1] + c[1, 2] + c[0, 2])
+        + 3 * (c[3, 3] + c[4, 4] + c[5, 5])
     ) / 15
     k_reuss = 1 / (s[0, 0] + s[1, 1] + s[2, 2] + 2 * (s[0, 1] + s[1, 2] + s[0, 2]))
     g_reuss = 15 / (

@@ -202,7 +202,9 @@ def build_pair_field(
     prefactor, screening = np.full(count, np.nan), np.full(count, np.nan)
     labels = []
     keep = np.ones(count, dtype=bool)
-    for i, (element, charge) in enumerate(zip(framework.elements, framework.charges_e, strict=True)):
+    for i, (element, charge) in enumerate(
+        zip(framework.elements, framework.charges_e, strict=True)
+    ):
         q = round(float(charge))
         labels.append(f"{element}{abs(q) if abs(q) != 1 else ''}{'+' if q > 0 else '-'}")
         if q == 0:

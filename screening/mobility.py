@@ -20,14 +20,19 @@ mobility s/kg, diffusion m^2/s.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import permutations
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import splu
+from scipy.sparse.linalg import cg, splu
 
 from screening.units import AMU_KG, ANGSTROM_M, EV_PER_A2_TO_N_PER_M, KB_J_PER_K, thermal_energy_eV
+
+#: Conjugate-gradient iteration budget of the cell problem (tens are usually enough).
+CG_MAX_ITERATIONS: int = 5_000
+
+#: Sparse LU (fallback when CG does not converge) only up to this many unknowns (fill-in).
+DIRECT_SOLVER_MAX_NODES: int = 20_000
 
 
 def _periodic_trapezoid(values: np.ndarray, segments: np.ndarray) -> np.ndarray:
@@ -173,17 +178,6 @@ def damping_regime(reduced_friction: float) -> str:
     return "underdamped"
 
 
-# The six tetrahedra of a voxel (Kuhn/Freudenthal triangulation): each runs from corner
-# 000 to 111 adding one axis at a time. Adjacent voxels share faces consistently.
-_KUHN_TETS = np.array(
-    [
-        [[0, 0, 0], np.eye(3, dtype=int)[p[0]], np.eye(3, dtype=int)[p[0]] + np.eye(3, dtype=int)[p[1]], [1, 1, 1]]
-        for p in permutations(range(3))
-    ],
-    dtype=np.int64,
-)
-
-
 @dataclass(frozen=True)
 class HomogenisedDiffusion:
     """Effective diffusion tensor from periodic homogenisation.
@@ -201,7 +195,7 @@ class HomogenisedDiffusion:
         ln of Z over the region (A^3, energies from ``reference_eV``).
     log_partition_cell
         ln of Z over the whole grid (same units and reference).
-    n_nodes, n_elements
+    n_nodes, n_couplings
         Size of the finite-element problem.
     """
 
@@ -211,7 +205,7 @@ class HomogenisedDiffusion:
     log_partition_region: float
     log_partition_cell: float
     n_nodes: int
-    n_elements: int
+    n_couplings: int
 
     @property
     def region_weight_fraction(self) -> float:
@@ -229,6 +223,109 @@ def _bernoulli(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def selling_decomposition(
+    metric: np.ndarray, max_iterations: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Selling's decomposition of symmetric positive definite 3x3 tensors.
+
+    Every SPD M can be written M = sum_{i<j} rho_ij e_ij e_ij^T with rho_ij >= 0 and integer
+    vectors e_ij (Selling 1874; Conway and Sloane 1992): reduce a superbase b_0..b_3
+    (b_0 + b_1 + b_2 + b_3 = 0) until b_i^T M b_j <= 0 for all i != j, then
+    rho_ij = -b_i^T M b_j and e_ij = b_k x b_l with {k, l} the complement of {i, j}. It gives
+    a finite-volume stencil with non-negative weights for anisotropic diffusion on a
+    lattice (Fehrenbach and Mirebeau, J. Math. Imaging Vis. 49 (2014) 123).
+
+    Parameters
+    ----------
+    metric
+        Tensors, shape (N, 3, 3), in lattice-index coordinates.
+
+    Returns
+    -------
+    weights, offsets
+        Shapes (N, 6) (non-negative) and (N, 6, 3) (integers).
+    """
+    n = len(metric)
+    base = np.zeros((n, 4, 3), dtype=np.int64)
+    base[:, 0] = [1, 0, 0]
+    base[:, 1] = [0, 1, 0]
+    base[:, 2] = [0, 0, 1]
+    base[:, 3] = [-1, -1, -1]
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    for _ in range(max_iterations):
+        products = np.stack(
+            [np.einsum("ni,nij,nj->n", base[:, i], metric, base[:, j]) for i, j in pairs], axis=1
+        )
+        scale = np.abs(products).max(axis=1, keepdims=True)
+        positive = products > 1e-12 * scale
+        todo = np.flatnonzero(positive.any(axis=1))
+        if len(todo) == 0:
+            break
+        choice = np.argmax(positive[todo], axis=1)
+        for pair_index, (i, j) in enumerate(pairs):
+            rows = todo[choice == pair_index]
+            if len(rows) == 0:
+                continue
+            bi = base[rows, i].copy()
+            for k in range(4):
+                if k not in (i, j):
+                    base[rows, k] += bi
+            base[rows, i] = -bi
+    else:
+        # not reduced within the budget (extremely anisotropic or not positive definite):
+        # keep those nodes' axis-aligned couplings only, a consistent stencil for the
+        # diagonal part of M (counted by the caller through the returned weights)
+        stuck = np.flatnonzero(positive.any(axis=1))
+        base[stuck] = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [-1, -1, -1]]
+        diagonal_only = np.zeros_like(metric[stuck])
+        diagonal_only[:, np.arange(3), np.arange(3)] = metric[stuck][:, np.arange(3), np.arange(3)]
+        metric = metric.copy()
+        metric[stuck] = diagonal_only
+    weights = np.empty((n, 6))
+    offsets = np.empty((n, 6, 3), dtype=np.int64)
+    for index, (i, j) in enumerate(pairs):
+        k, l = (m for m in range(4) if m not in (i, j))
+        weights[:, index] = -np.einsum("ni,nij,nj->n", base[:, i], metric, base[:, j])
+        offsets[:, index] = np.cross(base[:, k], base[:, l])
+    return np.maximum(weights, 0.0), offsets
+
+
+def _solve_cell_problem(matrix, rhs: np.ndarray) -> np.ndarray:
+    """Solve K chi = rhs for the periodic corrector (K singular: constants per component).
+
+    One node per connected component is pinned to zero; the rest is solved by conjugate
+    gradients after a symmetric diagonal scaling (w spans many decades), with sparse LU as
+    a fallback for small systems.
+    """
+    n = matrix.shape[0]
+    _, component = connected_components(matrix, directed=False)
+    pinned = np.zeros(n, dtype=bool)
+    pinned[np.unique(component, return_index=True)[1]] = True
+    free = np.flatnonzero(~pinned)
+    chi = np.zeros((n, rhs.shape[1]))
+    if len(free) == 0:
+        return chi
+    reduced = matrix[free][:, free]
+    scale = 1.0 / np.sqrt(np.maximum(reduced.diagonal(), 1e-300))
+    scaled = reduced.multiply(scale[:, None]).multiply(scale[None, :]).tocsr()
+    scaled_rhs = rhs[free] * scale[:, None]
+    # the diagonally scaled graph Laplacian is well conditioned: conjugate gradients converge
+    # in tens of iterations, where sparse LU suffers fill-in on 3D stencils
+    solution = np.zeros_like(scaled_rhs)
+    converged = True
+    for k in range(rhs.shape[1]):
+        if not np.any(scaled_rhs[:, k]):
+            continue
+        solution[:, k], info = cg(scaled, scaled_rhs[:, k], rtol=1e-10, maxiter=CG_MAX_ITERATIONS)
+        converged &= info == 0
+    if not converged:
+        if len(free) > DIRECT_SOLVER_MAX_NODES:
+            raise ArithmeticError(f"homogenisation solver did not converge ({len(free)} nodes)")
+        solution = splu(scaled.tocsc(), permc_spec="COLAMD").solve(scaled_rhs)
+    chi[free] = solution * scale[:, None]
+    return chi
+
+
 def homogenised_diffusion(
     energy_grid_eV: np.ndarray,
     step_matrix_A: np.ndarray,
@@ -243,15 +340,16 @@ def homogenised_diffusion(
 
         D_eff = (1/Z) int_region w D (1 + grad chi^T),   Z = int_region w.
 
-    Discretisation: linear finite elements on the six tetrahedra of every voxel whose
-    corners all lie in the region (outside it there is no flux), with edge-averaged
-    exponential fitting (Xu and Zikatanov, Math. Comp. 68 (1999) 1429): each edge coupling
-    of the element stiffness of D is multiplied by the exact harmonic mean of w along the
-    edge for U linear on it, w_i B(u_j - u_i) with B(x) = x/(e^x - 1), u = U/k_B T. On a
-    0.2 A grid U changes by several k_B T between neighbours; plain vertex averages of w
-    would overestimate the flux through saddles by large factors, while the fitted scheme is
-    exact in 1D for piecewise-linear U. D on an element is k_B T times the inverse of the
-    vertex-averaged gamma (friction adds in series).
+    Discretisation: finite volumes on the grid. At each node the local tensor, written in
+    grid-index coordinates M = S^-T D S^-1 (S: grid steps as rows), is split by Selling's
+    decomposition into six non-negative couplings along integer grid offsets
+    (:func:`selling_decomposition`); each node gives half of them to the edges (m, m + e) and
+    (m - e, m). Every edge coupling is then exponentially fitted (Scharfetter-Gummel): it is
+    multiplied by the exact harmonic mean of w along the edge for U linear on it,
+    w_i B(u_j - u_i), B(x) = x/(e^x - 1), u = U/k_B T. The result is a weighted graph
+    Laplacian (symmetric positive semidefinite, an M-matrix) for any anisotropic D and any
+    cell shape, exact in 1D for piecewise-linear U, and consistent in 3D. Edges with an end
+    outside the region are dropped (no flux through its boundary).
 
     Parameters
     ----------
@@ -276,57 +374,44 @@ def homogenised_diffusion(
     flat_energy = energy_grid_eV.ravel()
     region_flat = np.asarray(region_flat, dtype=np.int64)
     n = len(region_flat)
-    u = (flat_energy[region_flat] - float(flat_energy[region_flat].min())) / kt  # >= 0
+    reference = float(flat_energy[region_flat].min())
+    u = (flat_energy[region_flat] - reference) / kt  # >= 0
     weight = np.exp(-u)
     voxel_volume = abs(float(np.linalg.det(step_matrix_A)))  # A^3
     finite = np.isfinite(flat_energy)
-    reference = float(flat_energy[region_flat].min())
     log_z_cell = float(np.log(np.exp(-(flat_energy[finite] - reference) / kt).sum() * voxel_volume))
     z_region = weight.sum() * voxel_volume
     log_z_region = float(np.log(z_region))
     gamma = np.asarray(gamma_region_kg_per_s, dtype=float)
-    diffusion_nodes = kt_joule * np.linalg.inv(gamma)
+    diffusion_nodes = kt_joule * np.linalg.inv(gamma)  # (R, 3, 3) m^2/s
+    parallel = np.einsum("r,rij->ij", weight, diffusion_nodes) * voxel_volume / z_region
 
+    steps_inverse = np.linalg.inv(step_matrix_A)
+    metric = np.einsum("ai,rij,bj->rab", steps_inverse, diffusion_nodes, steps_inverse)
+    couplings, offsets = selling_decomposition(metric)  # (R, 6), (R, 6, 3)
     local = np.full(int(np.prod(shape)), -1, dtype=np.int64)
     local[region_flat] = np.arange(n)
-    corner_index = np.stack(np.unravel_index(region_flat, tuple(shape)), axis=-1)
-    heads, tails, couplings, vectors = [], [], [], []
-    a_bar = np.zeros((3, 3))
-    n_elements = 0
-    for tet in _KUHN_TETS:
-        vertices = tet @ step_matrix_A  # (4, 3) A
-        edges = vertices[1:] - vertices[0]
-        volume = abs(float(np.linalg.det(edges))) / 6.0
-        gradient = np.linalg.inv(edges) @ np.array(
-            [[-1.0, 1.0, 0.0, 0.0], [-1.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 1.0]]
-        )  # (3, 4): grad of the barycentric coordinates, 1/A
-        node_ids = np.empty((n, 4), dtype=np.int64)
-        for a in range(4):
-            moved = (corner_index + tet[a]) % shape
-            node_ids[:, a] = local[np.ravel_multi_index(moved.T, tuple(shape))]
-        ids = node_ids[np.all(node_ids >= 0, axis=1)]
-        if len(ids) == 0:
-            continue
-        n_elements += len(ids)
-        element_d = kt_joule * np.linalg.inv(gamma[ids].mean(axis=1))  # (E, 3, 3) m^2/s
-        stiffness = volume * np.einsum("ia,eij,jb->eab", gradient, element_d, gradient)
-        a_bar += volume * np.einsum("ea,eaij->ij", weight[ids], diffusion_nodes[ids]) / 4.0
-        for a in range(4):
-            for b in range(a + 1, 4):
-                i, j = ids[:, a], ids[:, b]
-                fitted = weight[i] * _bernoulli(u[j] - u[i])  # harmonic mean of w on the edge
-                heads.append(i)
-                tails.append(j)
-                couplings.append(-stiffness[:, a, b] * fitted)
-                vectors.append(np.broadcast_to(vertices[b] - vertices[a], (len(ids), 3)))
-    if n_elements == 0:
-        zero = np.zeros((3, 3))
-        return HomogenisedDiffusion(zero, zero, zero, log_z_region, log_z_cell, n, 0)
+    index = np.stack(np.unravel_index(region_flat, tuple(shape)), axis=-1)
+    heads, tails, values, vectors = [], [], [], []
+    for sign in (1, -1):
+        for k in range(6):
+            offset = sign * offsets[:, k]
+            target = local[np.ravel_multi_index(((index + offset) % shape).T, tuple(shape))]
+            keep = (target >= 0) & (couplings[:, k] > 0)
+            head, tail = np.flatnonzero(keep), target[keep]
+            fitted = weight[head] * _bernoulli(u[tail] - u[head])  # harmonic mean of w on edge
+            heads.append(head)
+            tails.append(tail)
+            values.append(0.5 * voxel_volume * couplings[keep, k] * fitted)
+            vectors.append(offset[keep] @ step_matrix_A)  # tail - head, A
     head = np.concatenate(heads)
     tail = np.concatenate(tails)
-    coupling = np.concatenate(couplings)
-    vector = np.concatenate(vectors)  # edge vector tail - head, A
-    # energy a(phi, psi) = sum_edges c (phi_t - phi_h)(psi_t - psi_h), phi = x_k + chi_k
+    coupling = np.concatenate(values)
+    vector = np.concatenate(vectors)
+    if len(coupling) == 0:
+        zero = np.zeros((3, 3))
+        return HomogenisedDiffusion(zero, parallel, zero, log_z_region, log_z_cell, n, 0)
+    # a(phi, psi) = sum_edges c (phi_t - phi_h)(psi_t - psi_h) with phi = x_k + chi_k
     matrix = coo_matrix(
         (
             np.concatenate([coupling, coupling, -coupling, -coupling]),
@@ -340,21 +425,10 @@ def homogenised_diffusion(
         rhs[:, k] = np.bincount(head, weights=drive, minlength=n) - np.bincount(
             tail, weights=drive, minlength=n
         )
-    # chi is defined up to a constant on each connected component: pin one node of each
-    _, component = connected_components(matrix, directed=False)
-    pinned = np.zeros(n, dtype=bool)
-    pinned[np.unique(component, return_index=True)[1]] = True
-    free = np.flatnonzero(~pinned)
-    chi = np.zeros((n, 3))
-    if len(free):
-        reduced = matrix[free][:, free]
-        # symmetric diagonal scaling: w spans many decades, this keeps the pivots sane
-        scale = 1.0 / np.sqrt(np.maximum(reduced.diagonal(), 1e-300))
-        scaled = reduced.multiply(scale[:, None]).multiply(scale[None, :]).tocsc()
-        chi[free] = splu(scaled, permc_spec="COLAMD").solve(rhs[free] * scale[:, None]) * scale[:, None]
+    chi = _solve_cell_problem(matrix, rhs)
     increments = vector + chi[tail] - chi[head]  # (edges, 3) A
     effective = np.einsum("e,ek,el->kl", coupling, increments, increments) / z_region
-    parallel = a_bar / z_region
+    n_couplings = len(coupling)
     if n == len(flat_energy) and np.all(finite):
         inverse_mean = np.einsum("r,rij->ij", 1.0 / weight, np.linalg.inv(diffusion_nodes))
         series = np.linalg.inv(inverse_mean * weight.sum() / n**2)
@@ -367,5 +441,5 @@ def homogenised_diffusion(
         log_partition_region=log_z_region,
         log_partition_cell=log_z_cell,
         n_nodes=n,
-        n_elements=n_elements,
+        n_couplings=n_couplings,
     )

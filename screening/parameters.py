@@ -39,15 +39,23 @@ class ScreeningParameters(BaseModel):
     )
     percolation_tolerance_eV: float = Field(0.002, gt=0, description="Bisection tolerance.")
     dimensionality_window_eV: float = Field(
-        0.1, ge=0, description="A dimension counts if its percolation energy is within this "
-        "of the 1D percolation energy."
+        0.1,
+        ge=0,
+        description="A dimension counts if its percolation energy is within this "
+        "of the 1D percolation energy.",
     )
     window_kT: float = Field(
         15.0, ge=3.0, description="Transport region: U below E_1D + window_kT k_B T."
     )
     drag_floor_fraction: float = Field(
-        0.01, ge=0.0, le=1.0,
+        0.01,
+        ge=0.0,
+        le=1.0,
         description="Isotropic friction floor as a fraction of the drag at the saddle.",
+    )
+    headline: Literal["path_entropic", "homogenised", "path"] = Field(
+        "path_entropic",
+        description="Which estimate is the headline sigma (see screening.pipeline._transport).",
     )
     inertia_correction: bool = Field(
         True, description="Multiply the overdamped result by Kramers' factor g k (theory 3)."
@@ -62,13 +70,9 @@ class ScreeningParameters(BaseModel):
         (300.0, 400.0, 500.0, 600.0),
         description="Temperatures of the Arrhenius fit (empty: no fit).",
     )
-    arrhenius_method: Literal["path", "homogenised"] = Field(
-        "path",
-        description="path: the path formula at each temperature (cheap, same barrier); "
-        "homogenised: the full 3D tensor at each temperature.",
-    )
     refine_above_1d_eV: float = Field(
-        1.0, ge=0.0,
+        1.0,
+        ge=0.0,
         description="With coarse_to_fine, E_2D and E_3D are resolved on the fine grid up to "
         "E_1D + this; higher ones come from the coarse grid (noted in the warnings).",
     )

@@ -82,9 +82,10 @@ class PercolatingPath:
         before = np.vstack([self.points_A[-1:] - self.translation_A, self.points_A[:-1]])
         forward = closed[1:] - closed[:-1]
         backward = self.points_A - before
-        t = forward / np.linalg.norm(forward, axis=1)[:, None] + backward / np.linalg.norm(
-            backward, axis=1
-        )[:, None]
+        t = (
+            forward / np.linalg.norm(forward, axis=1)[:, None]
+            + backward / np.linalg.norm(backward, axis=1)[:, None]
+        )
         return t / np.maximum(np.linalg.norm(t, axis=1), 1e-300)[:, None]
 
 
@@ -115,7 +116,10 @@ def _graph(
     weights = np.concatenate(weight_all)
     n = len(nodes)
     matrix = coo_matrix(
-        (np.concatenate([weights, weights]), (np.concatenate([src, dst]), np.concatenate([dst, src]))),
+        (
+            np.concatenate([weights, weights]),
+            (np.concatenate([src, dst]), np.concatenate([dst, src])),
+        ),
         shape=(n, n),
     )
     return matrix, src, dst, shifts, weights
@@ -291,8 +295,12 @@ def relax_path(
         # a fixed small fraction of the force; the cap keeps steps stable near walls
         moved = current.points_A + np.minimum(0.01, scale[:, None]) * normal
         current = resample(
-            PercolatingPath(moved, current.translation_A, current.translation_cells, current.energy_eV),
+            PercolatingPath(
+                moved, current.translation_A, current.translation_cells, current.energy_eV
+            ),
             spacing_A,
         )
     energy = evaluate_points(field, current.points_A).energy_eV
-    return PercolatingPath(current.points_A, current.translation_A, current.translation_cells, energy)
+    return PercolatingPath(
+        current.points_A, current.translation_A, current.translation_cells, energy
+    )

@@ -224,8 +224,8 @@ def percolation_energies(
         raise ValueError("no finite potential values on the grid")
     u_min = float(finite.min())
     top = u_min + ceiling_eV
-    low = {d: u_min for d in (1, 2, 3)}
-    high = {d: top for d in (1, 2, 3)}
+    low = dict.fromkeys((1, 2, 3), u_min)
+    high = dict.fromkeys((1, 2, 3), top)
     evaluations = 0
 
     def probe(level: float) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from threadpoolctl import threadpool_limits
 
 from screening.conductivity import (
     anisotropy_ratio,
@@ -58,7 +59,13 @@ from screening.potential import (
     grid_memory_MB,
     grid_shape_for_spacing,
 )
-from screening.schemas import CandidateGrids, CandidateResult, PathProfile, finite_or_none, matrix_list
+from screening.schemas import (
+    CandidateGrids,
+    CandidateResult,
+    PathProfile,
+    finite_or_none,
+    matrix_list,
+)
 from screening.settings import get_settings
 from screening.sources.base import Candidate, ElasticInput
 from screening.structures import Framework, prepare_framework
@@ -68,6 +75,10 @@ from screening.units import S_PER_M_TO_S_PER_CM, thermal_energy_eV
 #: (the size of H Lambda H at a typical saddle, theory.md section 5: 7.6e-14 kg/s). Rankings
 #: do not depend on it; absolute values scale as 1/it.
 CONSTANT_FRICTION_KG_PER_S: float = 1e-13
+
+#: Smallest transverse curvature used in the channel entropy, eV/A^2 (k_B T / k = (0.5 A)^2
+#: at 300 K): wider channels are not harmonic, and the floor keeps F(s) finite.
+MIN_TRANSVERSE_CURVATURE_EV_PER_A2: float = 0.1
 
 #: Ablation "one global Lambda": the isotropic lambda of K = 40 GPa, G = 20 GPa,
 #: rho = 3000 kg/m^3 (a typical solid electrolyte), s^3/kg.
@@ -89,6 +100,9 @@ class Analysis:
     path: PercolatingPath
     path_gamma_parallel_kg_per_s: np.ndarray
     path_curvature_eV_per_A2: np.ndarray
+    path_hessian_eV_per_A2: np.ndarray
+    path_transverse_eV_per_A2: np.ndarray
+    dimensionality: int
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
@@ -188,9 +202,7 @@ def _potential_grid(
     e1, e3 = coarse_perc.energies_eV[1], coarse_perc.energies_eV[3]
     if np.isfinite(e1):
         kt = thermal_energy_eV(parameters.temperature_K)
-        level = max(
-            e1 + parameters.window_kT * kt, min(e3, e1 + parameters.refine_above_1d_eV)
-        )
+        level = max(e1 + parameters.window_kT * kt, min(e3, e1 + parameters.refine_above_1d_eV))
     else:
         level = top
     level = min(level, top) + parameters.coarse_margin_eV
@@ -201,7 +213,9 @@ def _potential_grid(
 
 
 def _merge_percolation(
-    fine: PercolationResult, coarse: PercolationResult | None, complete_below_eV: float,
+    fine: PercolationResult,
+    coarse: PercolationResult | None,
+    complete_below_eV: float,
     notes: list[str],
 ) -> PercolationResult:
     """Use coarse-grid percolation energies where the fine grid was not refined high enough."""
@@ -219,9 +233,7 @@ def _merge_percolation(
     )
 
 
-def _transport_region(
-    energy_grid_eV: np.ndarray, level_eV: float
-) -> np.ndarray:
+def _transport_region(energy_grid_eV: np.ndarray, level_eV: float) -> np.ndarray:
     """Flat indices of the percolating components of {U < level}."""
     components = periodic_components(energy_grid_eV < level_eV)
     percolating = np.flatnonzero(components.dimensionality >= 1)
@@ -320,7 +332,9 @@ def analyse_candidate(
     gamma_path = drag_tensor(along.hessian_eV_per_A2, elastic_data.lambda_s3_per_kg)
     gamma_parallel = np.einsum("pi,pij,pj->p", tangents, gamma_path, tangents)
     curvature = np.einsum("pi,pij,pj->p", tangents, along.hessian_eV_per_A2, tangents)
-    path = PercolatingPath(path.points_A, path.translation_A, path.translation_cells, along.energy_eV)
+    path = PercolatingPath(
+        path.points_A, path.translation_A, path.translation_cells, along.energy_eV
+    )
     lap("path")
 
     analysis = Analysis(
@@ -335,6 +349,9 @@ def analyse_candidate(
         path=path,
         path_gamma_parallel_kg_per_s=gamma_parallel,
         path_curvature_eV_per_A2=curvature,
+        path_hessian_eV_per_A2=along.hessian_eV_per_A2,
+        path_transverse_eV_per_A2=transverse_curvatures(along.hessian_eV_per_A2, tangents),
+        dimensionality=_dimensionality(percolation, parameters),
         notes=notes,
         seconds=seconds,
     )
@@ -343,112 +360,154 @@ def analyse_candidate(
     return analysis
 
 
+def transverse_curvatures(hessians_eV_per_A2: np.ndarray, tangents: np.ndarray) -> np.ndarray:
+    """The two curvatures of U across the path (eV/A^2), shape (P, 2), ascending.
+
+    Eigenvalues of P H P with P = 1 - t t^T, without the zero along t.
+    """
+    projector = np.eye(3)[None] - tangents[:, :, None] * tangents[:, None, :]
+    values = np.linalg.eigvalsh(projector @ hessians_eV_per_A2 @ projector)
+    # drop the eigenvalue whose eigenvector is t (the one closest to zero)
+    order = np.argsort(np.abs(values), axis=1)
+    return np.sort(np.take_along_axis(values, order[:, 1:], axis=1), axis=1)
+
+
+def entropic_profile_eV(
+    energy_eV: np.ndarray, curvatures_eV_per_A2: np.ndarray, temperature_K: float
+) -> np.ndarray:
+    """Free energy along the path with the transverse (harmonic) entropy, eV.
+
+    Fick-Jacobs reduction: the channel's cross-section partition function is
+    A(s) = 2 pi k_B T / sqrt(k_1 k_2), so F(s) = U(s) + (k_B T / 2) ln(k_1 k_2) up to a
+    constant, which cancels in the path formula. Curvatures are floored at
+    :data:`MIN_TRANSVERSE_CURVATURE_EV_PER_A2`: where the channel is wide or the path leaves
+    the valley floor the harmonic picture fails, and the floor caps the width at ~0.5 A.
+    """
+    kt = thermal_energy_eV(temperature_K)
+    k = np.maximum(curvatures_eV_per_A2, MIN_TRANSVERSE_CURVATURE_EV_PER_A2)
+    return energy_eV + 0.5 * kt * np.log(k[:, 0] * k[:, 1])
+
+
 def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
-    """Mobility, diffusion and conductivity (fills ``analysis.results``)."""
+    """Mobility, diffusion and conductivity estimates (fills ``analysis.results``).
+
+    Estimates of the isotropic conductivity (S/cm, as log10):
+    ``path``: the path formula along the channel (a rank-1 tensor: tr/3);
+    ``path_entropic``: the same with the channel's transverse entropy (Fick-Jacobs), times
+    d/3 for a network percolating in d dimensions at the same energy (d equivalent
+    channel directions);
+    ``homogenised``: the 3D tensor on the grid (its grid resolution limits it where the
+    channel is narrower than the grid spacing; see docs/theory.md).
+    The headline is ``parameters.headline``; with ``path_entropic`` the reported tensor is
+    the homogenised one rescaled to the headline's isotropic value (shape from the grid,
+    scale from the path). All carry the inertial (Kramers) factor when enabled.
+    """
     framework = analysis.framework
     path = analysis.path
+    temperature = parameters.temperature_K
     saddle = int(np.argmax(path.energy_eV))
-    saddle_hessian = evaluate_points(analysis.field, path.points_A[saddle : saddle + 1], 2)
-    assert saddle_hessian.hessian_eV_per_A2 is not None
     saddle_gamma = drag_tensor(
-        saddle_hessian.hessian_eV_per_A2, analysis.elastic.lambda_s3_per_kg
-    )[0]
+        analysis.path_hessian_eV_per_A2[saddle], analysis.elastic.lambda_s3_per_kg
+    )
     floor = drag_floor_kg_per_s(saddle_gamma, parameters.drag_floor_fraction)
     gamma_par_saddle = float(analysis.path_gamma_parallel_kg_per_s[saddle])
+    curvature_saddle = float(analysis.path_curvature_eV_per_A2[saddle])
     factor, g, omega_b = kramers_factor(
-        gamma_par_saddle + floor,
-        float(analysis.path_curvature_eV_per_A2[saddle]),
-        framework.mobile_mass_amu,
+        gamma_par_saddle + floor, curvature_saddle, framework.mobile_mass_amu
     )
     inertia = factor if parameters.inertia_correction else 1.0
-    e1 = analysis.percolation.energies_eV[1]
-    region_energy = analysis.energy_grid_eV.ravel()[analysis.region_flat]
-    gamma_reg = regularised_drag(analysis.gamma_region_kg_per_s, floor)
+    gamma_path = analysis.path_gamma_parallel_kg_per_s + floor
+    translation = float(np.linalg.norm(path.translation_A))
     charge = framework.mobile_charge_e
-    n_all = framework.carrier_density_per_m3
-    translation_length = float(np.linalg.norm(path.translation_A))
 
-    def homogenised_at(temperature: float) -> dict[str, Any]:
-        level = e1 + parameters.window_kT * thermal_energy_eV(temperature)
-        if level >= e1 + parameters.window_kT * thermal_energy_eV(parameters.temperature_K):
-            sub = analysis.region_flat
-        else:  # a lower temperature: the percolating part of a smaller region
-            sub = np.intersect1d(
-                analysis.region_flat[region_energy < level],
-                _transport_region(analysis.energy_grid_eV, level),
-            )
-        index = np.searchsorted(analysis.region_flat, sub)
-        homog = homogenised_diffusion(
-            analysis.energy_grid_eV, analysis.grid.step_matrix_A, sub, gamma_reg[index], temperature
-        )
-        if parameters.carrier_density == "all_sites":
-            carriers = n_all * homog.region_weight_fraction
-        else:
-            carriers = n_all * _site_fraction(analysis, sub)
-        sigma = (
-            nernst_einstein_S_per_m(homog.diffusion_m2_per_s, carriers, charge, temperature)
-            * S_PER_M_TO_S_PER_CM
-        )
-        return {"homogenised": homog, "carriers": carriers, "sigma_tensor_overdamped": sigma}
+    homog = homogenised_diffusion(
+        analysis.energy_grid_eV,
+        analysis.grid.step_matrix_A,
+        analysis.region_flat,
+        regularised_drag(analysis.gamma_region_kg_per_s, floor),
+        temperature,
+    )
+    if parameters.carrier_density == "all_sites":
+        carriers = framework.carrier_density_per_m3 * homog.region_weight_fraction
+    else:
+        carriers = framework.carrier_density_per_m3 * _site_fraction(analysis, analysis.region_flat)
 
-    def log10_path_sigma(temperature: float, carriers: float) -> tuple[float, Any]:
-        pm = path_mobility(
-            path.segment_lengths_A,
-            path.energy_eV,
-            analysis.path_gamma_parallel_kg_per_s + floor,
-            translation_length,
-            temperature,
-        )
-        # a channel is a rank-1 conductivity tensor along it: its isotropic average is 1/3
-        unit = nernst_einstein_S_per_m(1.0, max(carriers, 1e-300), charge, temperature)
-        value = (
-            pm.log10_diffusion_m2_per_s
-            + float(np.log10(unit * S_PER_M_TO_S_PER_CM / 3.0))
-            + float(np.log10(inertia))
-        )
-        return value, pm
+    def log10_conversion(t: float) -> float:
+        """log10 of n q^2 / (k_B T) in S/cm per m^2/s."""
+        unit = nernst_einstein_S_per_m(1.0, max(carriers, 1e-300), charge, t)
+        return float(np.log10(unit * S_PER_M_TO_S_PER_CM))
 
-    main = homogenised_at(parameters.temperature_K)
-    main["sigma_iso_overdamped"] = isotropic_average(main["sigma_tensor_overdamped"])
-    main["log10_sigma_path"], main["path"] = log10_path_sigma(
-        parameters.temperature_K, main["carriers"]
+    def path_estimate(t: float, entropic: bool, gamma: np.ndarray) -> float:
+        profile = (
+            entropic_profile_eV(path.energy_eV, analysis.path_transverse_eV_per_A2, t)
+            if entropic
+            else path.energy_eV
+        )
+        pm = path_mobility(path.segment_lengths_A, profile, gamma, translation, t)
+        share = analysis.dimensionality / 3.0 if entropic else 1.0 / 3.0
+        return pm.log10_diffusion_m2_per_s + log10_conversion(t) + float(np.log10(share))
+
+    sigma_homog = (
+        nernst_einstein_S_per_m(homog.diffusion_m2_per_s, carriers, charge, temperature)
+        * S_PER_M_TO_S_PER_CM
     )
-    # ablations: constant friction on the path; one global Lambda for the headline value
-    constant = path_mobility(
-        path.segment_lengths_A,
-        path.energy_eV,
-        np.full(len(path.energy_eV), CONSTANT_FRICTION_KG_PER_S),
-        translation_length,
-        parameters.temperature_K,
-    )
-    unit = nernst_einstein_S_per_m(1.0, max(main["carriers"], 1e-300), charge, parameters.temperature_K)
-    main["log10_sigma_constant_drag"] = constant.log10_diffusion_m2_per_s + float(
-        np.log10(unit * S_PER_M_TO_S_PER_CM / 3.0)
-    )
-    own = float(np.trace(analysis.elastic.lambda_s3_per_kg) / 3.0)
-    ratio = GLOBAL_LAMBDA_S3_PER_KG / own  # gamma and its floor scale with Lambda
+    log_inertia = float(np.log10(inertia))
+    estimates = {
+        "homogenised": _log10(isotropic_average(sigma_homog)) + log_inertia,
+        "path": path_estimate(temperature, False, gamma_path) + log_inertia,
+        "path_entropic": path_estimate(temperature, True, gamma_path) + log_inertia,
+        "overdamped": None,  # filled below: the headline without the inertial factor
+        "constant_drag": path_estimate(
+            temperature, True, np.full(len(gamma_path), CONSTANT_FRICTION_KG_PER_S)
+        ),
+    }
+    headline = estimates[parameters.headline]
+    estimates["overdamped"] = headline - log_inertia
+    # one global Lambda: gamma and its floor scale with Lambda; the inertial factor changes
+    ratio = GLOBAL_LAMBDA_S3_PER_KG / float(np.trace(analysis.elastic.lambda_s3_per_kg) / 3.0)
     global_factor = (
         kramers_factor(
-            (gamma_par_saddle + floor) * ratio,
-            float(analysis.path_curvature_eV_per_A2[saddle]),
-            framework.mobile_mass_amu,
+            (gamma_par_saddle + floor) * ratio, curvature_saddle, framework.mobile_mass_amu
         )[0]
         if parameters.inertia_correction
         else 1.0
     )
-    main["log10_sigma_global_lambda"] = _log10(main["sigma_iso_overdamped"] / ratio * global_factor)
+    estimates["global_lambda"] = (
+        headline - log_inertia - float(np.log10(ratio)) + float(np.log10(global_factor))
+    )
+    # the tensor: shape from the grid, scale from the headline
+    iso_homog = isotropic_average(sigma_homog)
+    tensor = sigma_homog * (10.0**headline / iso_homog) if iso_homog > 0 else sigma_homog * 0.0
     arrhenius = None
     if parameters.arrhenius_temperatures_K:
         ts = np.array(parameters.arrhenius_temperatures_K)
-        if parameters.arrhenius_method == "homogenised":
+        if parameters.headline == "homogenised":
             logs = np.array(
                 [
-                    _log10(isotropic_average(homogenised_at(t)["sigma_tensor_overdamped"]) * inertia)
+                    _log10(
+                        isotropic_average(
+                            nernst_einstein_S_per_m(
+                                homogenised_diffusion(
+                                    analysis.energy_grid_eV,
+                                    analysis.grid.step_matrix_A,
+                                    analysis.region_flat,
+                                    regularised_drag(analysis.gamma_region_kg_per_s, floor),
+                                    t,
+                                ).diffusion_m2_per_s,
+                                carriers,
+                                charge,
+                                t,
+                            )
+                        )
+                        * S_PER_M_TO_S_PER_CM
+                    )
+                    + log_inertia
                     for t in ts
                 ]
             )
         else:
-            logs = np.array([log10_path_sigma(t, main["carriers"])[0] for t in ts])
+            entropic = parameters.headline == "path_entropic"
+            logs = np.array([path_estimate(t, entropic, gamma_path) + log_inertia for t in ts])
         if np.all(np.isfinite(logs)):
             arrhenius = (ts, logs, arrhenius_fit(ts, logs))
     analysis.results = {
@@ -456,9 +515,23 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         "gamma_par_saddle": gamma_par_saddle,
         "kramers": (factor, g, omega_b),
         "inertia": inertia,
-        "main": main,
+        "homogenised": homog,
+        "carriers": carriers,
+        "estimates": estimates,
+        "sigma_tensor": tensor,
         "arrhenius": arrhenius,
     }
+
+
+def _dimensionality(percolation: PercolationResult, parameters: ScreeningParameters) -> int:
+    """Highest d whose percolation energy is within the window of E_1 (at least 1)."""
+    e1 = percolation.energies_eV[1]
+    return max(
+        d
+        for d in (1, 2, 3)
+        if np.isfinite(percolation.energies_eV[d])
+        and percolation.energies_eV[d] - e1 <= parameters.dimensionality_window_eV + 1e-12
+    )
 
 
 def _log10(value: float) -> float:
@@ -482,20 +555,13 @@ def result_document(
 ) -> CandidateResult:
     """Build the output document of a scored candidate."""
     res = analysis.results
-    main = res["main"]
-    homog: HomogenisedDiffusion = main["homogenised"]
-    inertia = res["inertia"]
-    sigma = main["sigma_tensor_overdamped"] * inertia
-    sigma_iso = isotropic_average(sigma)
+    homog: HomogenisedDiffusion = res["homogenised"]
+    estimates = res["estimates"]
+    sigma = res["sigma_tensor"]
+    headline = estimates[parameters.headline]
     percolation = analysis.percolation
     barriers = percolation.barriers_eV
-    e1 = percolation.energies_eV[1]
-    dimensionality = max(
-        d
-        for d in (1, 2, 3)
-        if np.isfinite(percolation.energies_eV[d])
-        and percolation.energies_eV[d] - e1 <= parameters.dimensionality_window_eV + 1e-12
-    )
+    dimensionality = analysis.dimensionality
     factor, g, omega_b = res["kramers"]
     u_min = percolation.minimum_energy_eV
     path = analysis.path
@@ -520,23 +586,25 @@ def result_document(
         barrier_3d_eV=finite_or_none(barriers[3]),
         dimensionality=dimensionality,
         path_barrier_eV=finite_or_none(float(path.energy_eV.max() - path.energy_eV.min())),
-        sigma_S_per_cm=finite_or_none(sigma_iso),
-        log10_sigma_S_per_cm=finite_or_none(_log10(sigma_iso)),
+        sigma_S_per_cm=finite_or_none(10.0**headline),
+        log10_sigma_S_per_cm=finite_or_none(headline),
+        headline_method=parameters.headline,
         sigma_xx_S_per_cm=finite_or_none(sigma[0, 0]),
         sigma_yy_S_per_cm=finite_or_none(sigma[1, 1]),
         sigma_zz_S_per_cm=finite_or_none(sigma[2, 2]),
         sigma_tensor_S_per_cm=matrix_list(sigma),
         anisotropy_ratio=finite_or_none(anisotropy_ratio(sigma)),
-        log10_sigma_path_S_per_cm=finite_or_none(main["log10_sigma_path"]),
-        log10_sigma_overdamped_S_per_cm=finite_or_none(_log10(main["sigma_iso_overdamped"])),
+        log10_sigma_path_S_per_cm=finite_or_none(estimates["path"]),
+        log10_sigma_path_entropic_S_per_cm=finite_or_none(estimates["path_entropic"]),
+        log10_sigma_homogenised_S_per_cm=finite_or_none(estimates["homogenised"]),
+        log10_sigma_overdamped_S_per_cm=finite_or_none(estimates["overdamped"]),
+        log10_sigma_path_constant_drag_S_per_cm=finite_or_none(estimates["constant_drag"]),
+        log10_sigma_global_lambda_S_per_cm=finite_or_none(estimates["global_lambda"]),
         diffusion_tensor_m2_per_s=matrix_list(homog.diffusion_m2_per_s),
         diffusion_parallel_bound_m2_per_s=matrix_list(homog.parallel_bound_m2_per_s),
         diffusion_series_bound_m2_per_s=matrix_list(homog.series_bound_m2_per_s),
-        log10_path_mobility_s_per_kg=finite_or_none(main["path"].log10_mobility_s_per_kg),
-        log10_sigma_path_constant_drag_S_per_cm=finite_or_none(main["log10_sigma_constant_drag"]),
-        log10_sigma_global_lambda_S_per_cm=finite_or_none(main["log10_sigma_global_lambda"]),
         mobile_ion_density_per_m3=finite_or_none(analysis.framework.carrier_density_per_m3),
-        carrier_density_per_m3=finite_or_none(main["carriers"]),
+        carrier_density_per_m3=finite_or_none(res["carriers"]),
         carrier_convention=parameters.carrier_density,
         region_weight_fraction=finite_or_none(homog.region_weight_fraction),
         drag_saddle_kg_per_s=finite_or_none(res["gamma_par_saddle"]),
@@ -551,7 +619,9 @@ def result_document(
         kramers_factor=finite_or_none(factor),
         damping_regime=damping_regime(g),
         inertia_flag=bool(g < 1.0),
-        activation_energy_eV=finite_or_none(arrhenius[2].activation_energy_eV) if arrhenius else None,
+        activation_energy_eV=finite_or_none(arrhenius[2].activation_energy_eV)
+        if arrhenius
+        else None,
         arrhenius_prefactor_S_K_per_cm=(
             finite_or_none(arrhenius[2].prefactor_S_K_per_cm) if arrhenius else None
         ),
@@ -599,7 +669,9 @@ def score_candidate(
         )
     started = time.perf_counter()
     try:
-        with np.errstate(over="ignore", under="ignore"):
+        # one BLAS thread: screens parallelise over candidates (processes), and threaded
+        # BLAS on small matrix-vector products oversubscribes the cores (8x slower, measured)
+        with threadpool_limits(limits=1), np.errstate(over="ignore", under="ignore"):
             analysis = analyse_candidate(
                 candidate.structure,
                 parameters,
@@ -611,8 +683,11 @@ def score_candidate(
     except IondragError as error:
         return (
             CandidateResult.from_failure(
-                candidate, error, temperature_K=parameters.temperature_K,
-                parameters_fingerprint=fingerprint, ion=parameters.ion or candidate.mobile_ion,
+                candidate,
+                error,
+                temperature_K=parameters.temperature_K,
+                parameters_fingerprint=fingerprint,
+                ion=parameters.ion or candidate.mobile_ion,
             ),
             None,
         )
@@ -621,8 +696,11 @@ def score_candidate(
     except Exception as error:  # a bug must not stop the screen; it is recorded as "error"
         return (
             CandidateResult.from_failure(
-                candidate, error, temperature_K=parameters.temperature_K,
-                parameters_fingerprint=fingerprint, ion=parameters.ion or candidate.mobile_ion,
+                candidate,
+                error,
+                temperature_K=parameters.temperature_K,
+                parameters_fingerprint=fingerprint,
+                ion=parameters.ion or candidate.mobile_ion,
             ),
             None,
         )

@@ -89,20 +89,30 @@ class CandidateResult(BaseModel):
     sigma_zz_S_per_cm: float | None = None
     sigma_tensor_S_per_cm: list[list[float]] | None = None
     anisotropy_ratio: float | None = None
+    headline_method: str | None = Field(
+        None, description="Which estimate the headline sigma is (parameters.headline)."
+    )
     log10_sigma_path_S_per_cm: float | None = Field(
         None, description="Path formula along the channel, as a rank-1 tensor's tr/3."
     )
+    log10_sigma_path_entropic_S_per_cm: float | None = Field(
+        None,
+        description="Path formula with the channel's transverse entropy (Fick-Jacobs), "
+        "times d/3 for d equivalent percolating directions.",
+    )
+    log10_sigma_homogenised_S_per_cm: float | None = Field(
+        None, description="Isotropic sigma of the 3D homogenised tensor on the grid."
+    )
     log10_sigma_overdamped_S_per_cm: float | None = Field(
-        None, description="Homogenised, without the inertial correction."
+        None, description="The headline without the inertial (Kramers) factor."
     )
     diffusion_tensor_m2_per_s: list[list[float]] | None = None
     diffusion_parallel_bound_m2_per_s: list[list[float]] | None = None
     diffusion_series_bound_m2_per_s: list[list[float]] | None = None
-    log10_path_mobility_s_per_kg: float | None = None
     log10_sigma_path_constant_drag_S_per_cm: float | None = Field(
         None,
-        description="Ablation: path formula with one constant friction for every material "
-        "(Lifson-Jackson, overdamped; the constant is CONSTANT_FRICTION_KG_PER_S).",
+        description="Ablation: the entropic path formula with one constant friction for every "
+        "material (overdamped; the constant is CONSTANT_FRICTION_KG_PER_S).",
     )
     log10_sigma_global_lambda_S_per_cm: float | None = Field(
         None,
@@ -167,7 +177,9 @@ class CandidateResult(BaseModel):
             message = f"{candidate.candidate_id}: {type(error).__name__}: {error}"
         else:
             status = "failed"
-            message = error if candidate.candidate_id in error else f"{candidate.candidate_id}: {error}"
+            message = (
+                error if candidate.candidate_id in error else f"{candidate.candidate_id}: {error}"
+            )
         return cls(
             candidate_id=candidate.candidate_id,
             formula=candidate.formula,
@@ -202,7 +214,11 @@ class CandidateResult(BaseModel):
             "sigma_yy_S_per_cm": self.sigma_yy_S_per_cm,
             "sigma_zz_S_per_cm": self.sigma_zz_S_per_cm,
             "anisotropy_ratio": self.anisotropy_ratio,
+            "headline_method": self.headline_method,
             "log10_sigma_path_S_per_cm": self.log10_sigma_path_S_per_cm,
+            "log10_sigma_path_entropic_S_per_cm": self.log10_sigma_path_entropic_S_per_cm,
+            "log10_sigma_homogenised_S_per_cm": self.log10_sigma_homogenised_S_per_cm,
+            "log10_sigma_overdamped_S_per_cm": self.log10_sigma_overdamped_S_per_cm,
             "log10_sigma_path_constant_drag_S_per_cm": self.log10_sigma_path_constant_drag_S_per_cm,
             "log10_sigma_global_lambda_S_per_cm": self.log10_sigma_global_lambda_S_per_cm,
             "mobile_ion_density_per_m3": self.mobile_ion_density_per_m3,

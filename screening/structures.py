@@ -257,7 +257,7 @@ def _plausible(states_by_site: Structure) -> bool:
 
 
 def _bond_valence(structure: Structure) -> Structure | None:
-    """pymatgen's BVAnalyzer; on the primitive cell when that is smaller.
+    """Pymatgen's BVAnalyzer; on the primitive cell when that is smaller.
 
     BVAnalyzer's cost grows quadratically with the number of sites (site lookups), so it
     runs on the primitive cell and the states are carried to the full cell by element when

@@ -49,6 +49,14 @@ def load_candidates(
     if source == "mp":
         from screening.sources.mp import MPQuery, fetch_mp_candidates
 
-        connection = {k: options.pop(k) for k in ("api_key", "endpoint", "cache_path") if k in options}
-        return fetch_mp_candidates(MPQuery(**options), **connection)
+        ion = options.pop("ion", None)
+        connection = {
+            k: options.pop(k)
+            for k in ("api_key", "endpoint", "cache_path", "max_retries", "backoff_s", "refresh")
+            if k in options
+        }
+        candidates = fetch_mp_candidates(MPQuery(**options), **connection)
+        if ion is not None:
+            candidates = [c.model_copy(update={"mobile_ion": ion}) for c in candidates]
+        return candidates
     raise ValueError(f"unknown source {source!r}; use embedded, mp or cif")

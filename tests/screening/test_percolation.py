@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from screening.percolation import percolation_energies, periodic_components
+from screening.potential import PeriodicGrid
+from screening.paths import grid_percolating_path, resample, smooth
+
+
+def _grid(n=24):
+    axis = np.arange(n) / n
+    return np.meshgrid(axis, axis, axis, indexing="ij")
+
+
+def reference_dimensionality(mask: np.ndarray) -> int:
+    """Independent check: label a 3x3x3 tiling (no periodic joins) and find, for each
+    component of the central cell, which translations of a point stay in its cluster."""
+    n = np.array(mask.shape)
+    tiled = np.tile(mask, (3, 3, 3))
+    labels, _ = ndimage.label(tiled, structure=np.ones((3, 3, 3)))
+    best = 0
+    cell_labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    for component in range(1, count + 1):
+        point = np.argwhere(cell_labels == component)[0] + n  # in the central copy
+        label = labels[tuple(point)]
+        shifts = [
+            np.array(t)
+            for t in np.ndindex(3, 3, 3)
+            if labels[tuple(point + (np.array(t) - 1) * n)] == label and any(np.array(t) != 1)
+        ]
+        if shifts:
+            best = max(best, int(np.linalg.matrix_rank(np.array(shifts) - 1)))
+    return best
+
+
+def test_channel_along_a():
+    x, y, z = _grid()
+    u = np.cos(2 * np.pi * y) + np.cos(2 * np.pi * z) + 0.3 * np.cos(2 * np.pi * x)
+    result = percolation_energies(u, tolerance_eV=1e-3)
+    assert result.barriers_eV[1] == pytest.approx(0.6, abs=2e-3)
+    assert result.barriers_eV[2] == pytest.approx(2.0, abs=2e-3)
+    assert result.barriers_eV[3] == pytest.approx(2.0, abs=2e-3)
+    assert result.dimensionality == 3
+
+
+def test_layers_percolate_in_two_dimensions():
+    x, y, z = _grid()
+    u = np.cos(2 * np.pi * z) + 0.0 * x
+    result = percolation_energies(u, ceiling_eV=1.5)
+    assert result.barriers_eV[1] == pytest.approx(0.0, abs=2e-3)
+    assert result.barriers_eV[2] == pytest.approx(0.0, abs=2e-3)
+    assert not np.isfinite(result.energies_eV[3])  # 3D needs 2 eV > ceiling
+    assert result.dimensionality == 2
+
+
+def test_diagonal_channel_and_its_path():
+    x, y, z = _grid()
+    u = np.cos(2 * np.pi * (x - y)) + 2.0 * np.cos(2 * np.pi * z)
+    result = percolation_energies(u, tolerance_eV=1e-3)
+    assert result.barriers_eV[1] == pytest.approx(0.0, abs=2e-3)
+    grid = PeriodicGrid(np.eye(3) * 6.0, u.shape)
+    path = grid_percolating_path(u, grid, result.energies_eV[1] + 0.05, 300.0)
+    assert tuple(np.abs(path.translation_cells)) == (1, 1, 0)
+    assert path.translation_cells[0] == path.translation_cells[1]
+    # the loop is closed: first point + translation continues it
+    step = np.linalg.norm(path.closed_points_A[-1] - path.closed_points_A[-2])
+    assert step < 0.5
+    assert path.energy_eV.max() <= result.energies_eV[1] + 0.05
+
+
+def test_isolated_pockets_do_not_percolate():
+    x, y, z = _grid()
+    r2 = (x - 0.5) ** 2 + (y - 0.5) ** 2 + (z - 0.5) ** 2
+    u = -3.0 * np.exp(-r2 / 0.01)  # deep pockets, flat zero background 3 eV up
+    result = percolation_energies(u, ceiling_eV=2.5)
+    assert result.dimensionality == 0
+    assert all(not np.isfinite(e) for e in result.energies_eV.values())
+    assert periodic_components(u < -1.0).max_dimensionality == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dimensionality_matches_independent_reference(seed):
+    rng = np.random.default_rng(seed)
+    noise = ndimage.gaussian_filter(rng.normal(size=(14, 14, 14)), 2.0, mode="wrap")
+    for quantile in (0.3, 0.45, 0.55, 0.7):
+        mask = noise < np.quantile(noise, quantile)
+        assert periodic_components(mask).max_dimensionality == reference_dimensionality(mask)
+
+
+def test_path_along_channel_profile():
+    x, y, z = _grid(30)
+    u = np.cos(2 * np.pi * y) + np.cos(2 * np.pi * z) + 0.3 * np.cos(2 * np.pi * x)
+    grid = PeriodicGrid(np.diag([3.0, 5.0, 5.0]), u.shape)
+    path = grid_percolating_path(u, grid, u.min() + 0.7, 300.0)
+    assert tuple(np.abs(path.translation_cells)) == (1, 0, 0)
+    assert path.energy_eV.max() - path.energy_eV.min() == pytest.approx(0.6, abs=0.01)
+    assert path.length_A == pytest.approx(3.0, abs=1e-9)  # straight along a
+    smoothed = smooth(resample(path, 0.05), 0.2)
+    np.testing.assert_allclose(smoothed.translation_A, path.translation_A)
+    assert smoothed.length_A == pytest.approx(3.0, rel=1e-3)

@@ -1,0 +1,146 @@
+import dataclasses
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from screening.errors import GridTooLargeError, MissingParametersError
+from screening.forcefield import build_pair_field, morse_parameters
+from screening.potential import (
+    PeriodicGrid,
+    evaluate_grid,
+    evaluate_points,
+    grid_shape_for_spacing,
+    make_grid,
+    radial_terms,
+)
+from screening.structures import prepare_framework
+from tests.screening.conftest import antifluorite, rocksalt
+
+
+def _li3ps4_like() -> Structure:
+    """A small, low-symmetry Li-P-S cell with a Coulomb and a Morse type."""
+    lattice = Lattice.from_parameters(6.1, 7.3, 5.9, 88.0, 95.0, 101.0)
+    return Structure(
+        lattice,
+        ["Li", "Li", "Li", "P", "S", "S", "S", "S"],
+        [
+            [0.1, 0.2, 0.3],
+            [0.6, 0.15, 0.75],
+            [0.35, 0.7, 0.1],
+            [0.8, 0.55, 0.45],
+            [0.95, 0.4, 0.3],
+            [0.62, 0.48, 0.55],
+            [0.85, 0.78, 0.5],
+            [0.82, 0.52, 0.12],
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def field():
+    framework = prepare_framework(_li3ps4_like())
+    return build_pair_field(framework)
+
+
+def test_parameters_from_softbv_table():
+    d0, r_min, alpha = morse_parameters("Li", 1, "O", -2)
+    assert (d0, r_min, alpha) == pytest.approx((0.98816, 1.940013, 1.937984))
+    with pytest.raises(MissingParametersError, match="Li\\+1-P-3"):
+        morse_parameters("Li", 1, "P", -3)
+
+
+def test_missing_pair_names_candidate():
+    # Li3P: P3- has no softBV parameters with Li+
+    li3p = Structure.from_spacegroup(
+        "P6_3/mmc",
+        Lattice.hexagonal(4.27, 7.59),
+        ["Li", "Li", "P"],
+        [[0, 0, 0.25], [1 / 3, 2 / 3, 0.583], [1 / 3, 2 / 3, 0.25]],
+    )
+    framework = prepare_framework(li3p)
+    with pytest.raises(MissingParametersError, match="li3p-test.*Li\\+1-P-3"):
+        build_pair_field(framework, candidate_id="li3p-test")
+
+
+def test_gradient_and_hessian_match_finite_differences(field):
+    rng = np.random.default_rng(1)
+    points = rng.random((12, 3)) @ field.lattice_matrix_A
+    values = evaluate_points(field, points, derivatives=2)
+    h = 1e-5
+    for axis in range(3):
+        step = np.zeros(3)
+        step[axis] = h
+        plus = evaluate_points(field, points + step, derivatives=1)
+        minus = evaluate_points(field, points - step, derivatives=1)
+        fd_gradient = (plus.energy_eV - minus.energy_eV) / (2 * h)
+        fd_hessian = (plus.gradient_eV_per_A - minus.gradient_eV_per_A) / (2 * h)
+        scale_g = np.abs(values.gradient_eV_per_A).max()
+        scale_h = np.abs(values.hessian_eV_per_A2).max()
+        np.testing.assert_allclose(
+            values.gradient_eV_per_A[:, axis], fd_gradient, atol=1e-6 * scale_g
+        )
+        np.testing.assert_allclose(
+            values.hessian_eV_per_A2[:, :, axis], fd_hessian, atol=1e-5 * scale_h
+        )
+    np.testing.assert_allclose(
+        values.hessian_eV_per_A2, np.swapaxes(values.hessian_eV_per_A2, 1, 2)
+    )
+
+
+def test_switching_keeps_terms_smooth_at_the_cutoff(field):
+    r = np.array([field.switch_on_A - 1e-9, field.cutoff_A - 1e-9, field.cutoff_A + 1e-3])
+    for index in range(field.n_scatterers):
+        phi, dphi, d2phi = radial_terms(r, field, index, derivatives=2)
+        assert abs(phi[1]) < 1e-12 and abs(dphi[1]) < 1e-9 and abs(d2phi[1]) < 1e-6
+        assert phi[2] == 0.0 and dphi[2] == 0.0 and d2phi[2] == 0.0
+
+
+def test_grid_and_point_evaluations_agree(field):
+    grid = PeriodicGrid(field.lattice_matrix_A, (13, 15, 12))
+    full = evaluate_grid(field, grid, derivatives=2)
+    subset = np.array([0, 7, 100, 1234, grid.n_points - 1])
+    points = evaluate_points(field, grid.cart_coords_A(subset), derivatives=2)
+    sub = evaluate_grid(field, grid, subset, derivatives=2)
+    np.testing.assert_allclose(full.energy_eV[subset], points.energy_eV, atol=1e-10)
+    np.testing.assert_allclose(sub.energy_eV, points.energy_eV, atol=1e-10)
+    np.testing.assert_allclose(sub.hessian_eV_per_A2, points.hessian_eV_per_A2, atol=1e-9)
+    np.testing.assert_allclose(full.gradient_eV_per_A[subset], points.gradient_eV_per_A, atol=1e-9)
+
+
+def test_energy_is_linear_in_occupancy():
+    base = rocksalt("Li", "Cl", 5.13)
+    framework = prepare_framework(base)
+    field = build_pair_field(framework)
+    points = np.array([[1.0, 1.2, 0.3], [2.5, 2.5, 2.5]])
+    full = evaluate_points(field, points).energy_eV
+    half = dataclasses.replace(field, weights=field.weights * 0.5)
+    np.testing.assert_allclose(evaluate_points(half, points).energy_eV, 0.5 * full, rtol=1e-12)
+
+
+def test_potential_has_the_crystal_symmetry():
+    # antifluorite Li2O: U is invariant under the cubic point operations about the origin
+    framework = prepare_framework(antifluorite())
+    field = build_pair_field(framework)
+    rng = np.random.default_rng(3)
+    points = rng.random((8, 3)) * 4.61
+    base = evaluate_points(field, points).energy_eV
+    for permutation in ([1, 2, 0], [2, 0, 1]):
+        np.testing.assert_allclose(
+            evaluate_points(field, points[:, permutation]).energy_eV, base, atol=1e-9
+        )
+    np.testing.assert_allclose(evaluate_points(field, -points).energy_eV, base, atol=1e-9)
+    # and periodic
+    np.testing.assert_allclose(
+        evaluate_points(field, points + np.array([4.61, 0, -9.22])).energy_eV, base, atol=1e-9
+    )
+
+
+def test_grid_memory_budget():
+    lattice = np.eye(3) * 40.0
+    grid, notes = make_grid(lattice, 0.2, memory_budget_MB=500.0)
+    assert notes and "coarsened" in notes[0]
+    assert grid.n_points * 200 / 1e6 <= 500.0
+    with pytest.raises(GridTooLargeError, match="big-cell"):
+        make_grid(lattice, 0.2, memory_budget_MB=500.0, on_too_large="refuse", candidate_id="big-cell")
+    assert grid_shape_for_spacing(np.diag([4.0, 6.0, 10.1]), 0.2) == (20, 30, 51)
