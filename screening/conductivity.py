@@ -106,3 +106,45 @@ def arrhenius_fit(temperatures_K: np.ndarray, log10_sigma_S_per_cm: np.ndarray) 
 def to_S_per_cm(sigma_S_per_m: np.ndarray | float) -> np.ndarray:
     """S/m -> S/cm."""
     return np.asarray(sigma_S_per_m) * S_PER_M_TO_S_PER_CM
+
+
+def bruggeman_polycrystal(principal: np.ndarray) -> float:
+    """Effective conductivity of a random polycrystal of grains with these principal values.
+
+    The self-consistent effective-medium (Bruggeman) average for randomly oriented
+    spherical grains: s solves sum_i (sigma_i - s) / (sigma_i + 2 s) = 0 over the three
+    principal values. It lies between the harmonic (series) and arithmetic (tr/3) means; a
+    material that conducts in one direction only gives 0 (its channels are cut at grain
+    boundaries), one that conducts in a plane gives half the in-plane value.
+
+    Parameters
+    ----------
+    principal
+        The three principal values (any conductivity unit; >= 0).
+
+    Returns
+    -------
+    float
+        The effective value, same unit.
+    """
+    values = np.clip(np.asarray(principal, dtype=float), 0.0, None)
+    top = float(values.max())
+    if top <= 0:
+        return 0.0
+    positive = int(np.sum(values > 0))
+    if positive <= (3 - positive) / 2:  # f(0+) <= 0: no conducting path through grains
+        return 0.0
+
+    def residual(s: float) -> float:
+        return float(np.sum((values - s) / (values + 2.0 * s)))
+
+    low, high = top * 1e-300, top  # residual(low) > 0 >= residual(high)
+    for _ in range(200):  # bisection in log space: values may span hundreds of decades
+        mid = np.sqrt(low * high) if low > 0 else high / 2
+        if residual(mid) > 0:
+            low = mid
+        else:
+            high = mid
+        if high / low < 1 + 1e-12:
+            break
+    return float(np.sqrt(low * high))

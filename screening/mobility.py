@@ -252,18 +252,25 @@ def selling_decomposition(
     base[:, 2] = [0, 0, 1]
     base[:, 3] = [-1, -1, -1]
     pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    active = np.arange(n)  # nodes not yet reduced: each pass works on those only
     for _ in range(max_iterations):
+        sub_base, sub_metric = base[active], metric[active]
         products = np.stack(
-            [np.einsum("ni,nij,nj->n", base[:, i], metric, base[:, j]) for i, j in pairs], axis=1
+            [
+                np.einsum("ni,nij,nj->n", sub_base[:, i], sub_metric, sub_base[:, j])
+                for i, j in pairs
+            ],
+            axis=1,
         )
         scale = np.abs(products).max(axis=1, keepdims=True)
         positive = products > 1e-12 * scale
-        todo = np.flatnonzero(positive.any(axis=1))
-        if len(todo) == 0:
+        still = positive.any(axis=1)
+        active, positive = active[still], positive[still]
+        if len(active) == 0:
             break
-        choice = np.argmax(positive[todo], axis=1)
+        choice = np.argmax(positive, axis=1)
         for pair_index, (i, j) in enumerate(pairs):
-            rows = todo[choice == pair_index]
+            rows = active[choice == pair_index]
             if len(rows) == 0:
                 continue
             bi = base[rows, i].copy()
@@ -274,8 +281,8 @@ def selling_decomposition(
     else:
         # not reduced within the budget (extremely anisotropic or not positive definite):
         # keep those nodes' axis-aligned couplings only, a consistent stencil for the
-        # diagonal part of M (counted by the caller through the returned weights)
-        stuck = np.flatnonzero(positive.any(axis=1))
+        # diagonal part of M
+        stuck = active
         base[stuck] = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [-1, -1, -1]]
         diagonal_only = np.zeros_like(metric[stuck])
         diagonal_only[:, np.arange(3), np.arange(3)] = metric[stuck][:, np.arange(3), np.arange(3)]

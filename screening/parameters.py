@@ -25,6 +25,13 @@ class ScreeningParameters(BaseModel):
     )
     grid_spacing_A: float = Field(0.2, gt=0.02, le=1.0, description="Potential grid spacing.")
     cutoff_A: float = Field(6.0, ge=3.0, le=15.0, description="Pair-term cutoff radius.")
+    site_exclusion_radius_A: float = Field(
+        2.2,
+        ge=0.0,
+        le=4.0,
+        description="A like-charged ion on a partly empty site is absent while the mobile ion "
+        "is within this distance of the site (conditional occupancy); 0: plain mean field.",
+    )
     switch_width_A: float = Field(1.0, gt=0, description="Smooth switching width before cutoff.")
     coarse_to_fine: bool = Field(
         True,
@@ -56,6 +63,12 @@ class ScreeningParameters(BaseModel):
     headline: Literal["path_entropic", "homogenised", "path"] = Field(
         "path_entropic",
         description="Which estimate is the headline sigma (see screening.pipeline._transport).",
+    )
+    polycrystal_average: Literal["bruggeman", "arithmetic"] = Field(
+        "bruggeman",
+        description="Isotropic sigma of a polycrystal from the principal values: Bruggeman's "
+        "effective medium (channels of lower dimension are cut at grain boundaries) or "
+        "tr/3.",
     )
     inertia_correction: bool = Field(
         True, description="Multiply the overdamped result by Kramers' factor g k (theory 3)."

@@ -33,6 +33,10 @@ from screening.potential import PeriodicGrid, evaluate_points
 from screening.units import thermal_energy_eV
 
 
+#: Steepest-descent step of the string relaxation per unit normal force, A^2/eV.
+STEP_A2_PER_EV: float = 0.01
+
+
 @dataclass(frozen=True)
 class PercolatingPath:
     """One period of a percolating channel.
@@ -259,6 +263,7 @@ def relax_path(
     iterations: int = 40,
     max_step_A: float = 0.03,
     spacing_A: float = 0.1,
+    converged_eV_per_A: float = 0.02,
 ) -> PercolatingPath:
     """String-method relaxation of a loop towards the minimum-energy path.
 
@@ -277,6 +282,8 @@ def relax_path(
         Largest displacement of a point per iteration, A.
     spacing_A
         Arc-length spacing after each reparametrisation, A.
+    converged_eV_per_A
+        Stop when the largest force normal to the path is below this, eV/A.
 
     Returns
     -------
@@ -291,9 +298,11 @@ def relax_path(
         force = -values.gradient_eV_per_A
         normal = force - np.einsum("ij,ij->i", force, tangent)[:, None] * tangent
         size = np.linalg.norm(normal, axis=1)
-        scale = np.minimum(1.0, max_step_A / np.maximum(size, 1e-12))
-        # a fixed small fraction of the force; the cap keeps steps stable near walls
-        moved = current.points_A + np.minimum(0.01, scale[:, None]) * normal
+        if size.max() < converged_eV_per_A:
+            break
+        # steepest descent with a step of STEP_A2_PER_EV per eV/A, capped at max_step_A
+        step = np.minimum(STEP_A2_PER_EV, max_step_A / np.maximum(size, 1e-12))
+        moved = current.points_A + step[:, None] * normal
         current = resample(
             PercolatingPath(
                 moved, current.translation_A, current.translation_cells, current.energy_eV

@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits
 from screening.conductivity import (
     anisotropy_ratio,
     arrhenius_fit,
+    bruggeman_polycrystal,
     isotropic_average,
     nernst_einstein_S_per_m,
 )
@@ -287,6 +288,7 @@ def analyse_candidate(
         framework,
         cutoff_A=parameters.cutoff_A,
         switch_width_A=parameters.switch_width_A,
+        site_exclusion_radius_A=parameters.site_exclusion_radius_A,
         candidate_id=candidate_id,
     )
     elastic_data = _elastic_for(framework, elastic, candidate_id)
@@ -316,7 +318,7 @@ def analyse_candidate(
 
     kt = thermal_energy_eV(parameters.temperature_K)
     region = _transport_region(energy, e1 + parameters.window_kT * kt)
-    values = evaluate_grid(pair_field, fine, region, derivatives=2)
+    values = evaluate_grid(pair_field, fine, region, derivatives=2, hessian_only=True)
     assert values.hessian_eV_per_A2 is not None
     gamma_region = drag_tensor(values.hessian_eV_per_A2, elastic_data.lambda_s3_per_kg)
     lap("drag")
@@ -391,16 +393,18 @@ def entropic_profile_eV(
 def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     """Mobility, diffusion and conductivity estimates (fills ``analysis.results``).
 
-    Estimates of the isotropic conductivity (S/cm, as log10):
-    ``path``: the path formula along the channel (a rank-1 tensor: tr/3);
-    ``path_entropic``: the same with the channel's transverse entropy (Fick-Jacobs), times
-    d/3 for a network percolating in d dimensions at the same energy (d equivalent
-    channel directions);
-    ``homogenised``: the 3D tensor on the grid (its grid resolution limits it where the
+    Every estimate gives three principal conductivities and their polycrystal average
+    (``parameters.polycrystal_average``), all in log10 S/cm:
+
+    ``path``: the path formula along the channel of E_1; the second and third directions
+    open at E_2 and E_3, with the channel's prefactor and exp(-(E_d - E_1)/k_B T);
+    ``path_entropic``: the same with the channel's transverse entropy (Fick-Jacobs);
+    ``homogenised``: the eigenvalues of the 3D tensor on the grid (grid-limited where the
     channel is narrower than the grid spacing; see docs/theory.md).
-    The headline is ``parameters.headline``; with ``path_entropic`` the reported tensor is
-    the homogenised one rescaled to the headline's isotropic value (shape from the grid,
-    scale from the path). All carry the inertial (Kramers) factor when enabled.
+    The headline is ``parameters.headline``; the reported tensor is the homogenised one
+    scaled so that its largest principal value is the headline's channel value. All carry
+    the inertial (Kramers) factor when enabled; ``overdamped``, ``constant_drag`` and
+    ``global_lambda`` are ablations of the headline.
     """
     framework = analysis.framework
     path = analysis.path
@@ -416,9 +420,11 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         gamma_par_saddle + floor, curvature_saddle, framework.mobile_mass_amu
     )
     inertia = factor if parameters.inertia_correction else 1.0
+    log_inertia = float(np.log10(inertia))
     gamma_path = analysis.path_gamma_parallel_kg_per_s + floor
     translation = float(np.linalg.norm(path.translation_A))
     charge = framework.mobile_charge_e
+    energies = analysis.percolation.energies_eV
 
     homog = homogenised_diffusion(
         analysis.energy_grid_eV,
@@ -437,77 +443,82 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         unit = nernst_einstein_S_per_m(1.0, max(carriers, 1e-300), charge, t)
         return float(np.log10(unit * S_PER_M_TO_S_PER_CM))
 
-    def path_estimate(t: float, entropic: bool, gamma: np.ndarray) -> float:
+    def polycrystal(relative: np.ndarray) -> float:
+        """log10 of the polycrystal average of principal values given relative to a scale."""
+        if parameters.polycrystal_average == "arithmetic":
+            return _log10(float(np.mean(relative)))
+        return _log10(bruggeman_polycrystal(relative))
+
+    def opening_ratios(t: float) -> np.ndarray:
+        """Principal values relative to the channel: exp(-(E_d - E_1)/k_B T), 0 if none."""
+        kt_t = thermal_energy_eV(t)
+        return np.array(
+            [
+                np.exp(-(energies[d] - energies[1]) / kt_t) if np.isfinite(energies[d]) else 0.0
+                for d in (1, 2, 3)
+            ]
+        )
+
+    def channel_log10(t: float, entropic: bool, gamma: np.ndarray) -> float:
+        """log10 sigma (S/cm) along the channel of E_1, path formula, overdamped."""
         profile = (
             entropic_profile_eV(path.energy_eV, analysis.path_transverse_eV_per_A2, t)
             if entropic
             else path.energy_eV
         )
         pm = path_mobility(path.segment_lengths_A, profile, gamma, translation, t)
-        share = analysis.dimensionality / 3.0 if entropic else 1.0 / 3.0
-        return pm.log10_diffusion_m2_per_s + log10_conversion(t) + float(np.log10(share))
+        return pm.log10_diffusion_m2_per_s + log10_conversion(t)
+
+    def path_estimate(t: float, entropic: bool, gamma: np.ndarray) -> float:
+        return channel_log10(t, entropic, gamma) + polycrystal(opening_ratios(t))
 
     sigma_homog = (
         nernst_einstein_S_per_m(homog.diffusion_m2_per_s, carriers, charge, temperature)
         * S_PER_M_TO_S_PER_CM
     )
-    log_inertia = float(np.log10(inertia))
-    estimates = {
-        "homogenised": _log10(isotropic_average(sigma_homog)) + log_inertia,
+    homog_principal = np.linalg.eigvalsh(0.5 * (sigma_homog + sigma_homog.T))
+    top = float(np.max(homog_principal))
+    homog_estimate = _log10(top) + polycrystal(homog_principal / top) if top > 0 else float("-inf")
+    estimates: dict[str, float] = {
+        "homogenised": homog_estimate + log_inertia,
         "path": path_estimate(temperature, False, gamma_path) + log_inertia,
         "path_entropic": path_estimate(temperature, True, gamma_path) + log_inertia,
-        "overdamped": None,  # filled below: the headline without the inertial factor
-        "constant_drag": path_estimate(
-            temperature, True, np.full(len(gamma_path), CONSTANT_FRICTION_KG_PER_S)
-        ),
     }
     headline = estimates[parameters.headline]
+    entropic = parameters.headline != "path"
     estimates["overdamped"] = headline - log_inertia
+    estimates["constant_drag"] = path_estimate(
+        temperature, entropic, np.full(len(gamma_path), CONSTANT_FRICTION_KG_PER_S)
+    )
     # one global Lambda: gamma and its floor scale with Lambda; the inertial factor changes
     ratio = GLOBAL_LAMBDA_S3_PER_KG / float(np.trace(analysis.elastic.lambda_s3_per_kg) / 3.0)
-    global_factor = (
-        kramers_factor(
+    global_factor = 1.0
+    if parameters.inertia_correction:
+        global_factor = kramers_factor(
             (gamma_par_saddle + floor) * ratio, curvature_saddle, framework.mobile_mass_amu
         )[0]
-        if parameters.inertia_correction
-        else 1.0
-    )
     estimates["global_lambda"] = (
         headline - log_inertia - float(np.log10(ratio)) + float(np.log10(global_factor))
     )
-    # the tensor: shape from the grid, scale from the headline
-    iso_homog = isotropic_average(sigma_homog)
-    tensor = sigma_homog * (10.0**headline / iso_homog) if iso_homog > 0 else sigma_homog * 0.0
+
+    # the tensor: shape from the 3D solution on the grid, scaled so that its largest
+    # principal value is the headline's channel value
+    if parameters.headline == "homogenised" or top <= 0:
+        tensor = sigma_homog * inertia
+    else:
+        channel = channel_log10(temperature, entropic, gamma_path) + log_inertia
+        tensor = sigma_homog * (10.0**channel / top)
+
     arrhenius = None
     if parameters.arrhenius_temperatures_K:
         ts = np.array(parameters.arrhenius_temperatures_K)
         if parameters.headline == "homogenised":
             logs = np.array(
-                [
-                    _log10(
-                        isotropic_average(
-                            nernst_einstein_S_per_m(
-                                homogenised_diffusion(
-                                    analysis.energy_grid_eV,
-                                    analysis.grid.step_matrix_A,
-                                    analysis.region_flat,
-                                    regularised_drag(analysis.gamma_region_kg_per_s, floor),
-                                    t,
-                                ).diffusion_m2_per_s,
-                                carriers,
-                                charge,
-                                t,
-                            )
-                        )
-                        * S_PER_M_TO_S_PER_CM
-                    )
-                    + log_inertia
-                    for t in ts
-                ]
+                [_log10_homogenised(analysis, floor, carriers, charge, t, polycrystal) for t in ts]
             )
         else:
-            entropic = parameters.headline == "path_entropic"
-            logs = np.array([path_estimate(t, entropic, gamma_path) + log_inertia for t in ts])
+            logs = np.array([path_estimate(t, entropic, gamma_path) for t in ts])
+        logs = logs + log_inertia
         if np.all(np.isfinite(logs)):
             arrhenius = (ts, logs, arrhenius_fit(ts, logs))
     analysis.results = {
@@ -521,6 +532,31 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         "sigma_tensor": tensor,
         "arrhenius": arrhenius,
     }
+
+
+def _log10_homogenised(
+    analysis: Analysis,
+    floor: float,
+    carriers: float,
+    charge: float,
+    temperature: float,
+    polycrystal: Any,
+) -> float:
+    """Polycrystal log10 sigma (S/cm, overdamped) of the 3D tensor at another temperature."""
+    homog = homogenised_diffusion(
+        analysis.energy_grid_eV,
+        analysis.grid.step_matrix_A,
+        analysis.region_flat,
+        regularised_drag(analysis.gamma_region_kg_per_s, floor),
+        temperature,
+    )
+    sigma = (
+        nernst_einstein_S_per_m(homog.diffusion_m2_per_s, carriers, charge, temperature)
+        * S_PER_M_TO_S_PER_CM
+    )
+    principal = np.linalg.eigvalsh(0.5 * (sigma + sigma.T))
+    top = float(np.max(principal))
+    return _log10(top) + polycrystal(principal / top) if top > 0 else float("-inf")
 
 
 def _dimensionality(percolation: PercolationResult, parameters: ScreeningParameters) -> int:

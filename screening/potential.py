@@ -26,7 +26,7 @@ import numpy as np
 from scipy.special import erfc
 
 from screening.errors import GridTooLargeError
-from screening.forcefield import PairField
+from screening.forcefield import EXCLUSION_HALF_WIDTH_A, PairField
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
@@ -232,10 +232,39 @@ def radial_terms(
             dphi = -prefactor * (g * inv_r + ec * inv_r**2)
             if derivatives >= 2:
                 d2phi = 2.0 * prefactor * (g / rho**2 + g * inv_r**2 + ec * inv_r**3)
+    phi, dphi, d2phi = _times_switch(
+        phi, dphi, d2phi, _switch(r, field.switch_on_A, field.cutoff_A, derivatives), derivatives
+    )
+    if field.excluded is not None and field.excluded[type_index]:
+        # site exclusion: 1 - S(r) with S switching from 1 inside to 0 outside the exclusion
+        # radius, i.e. the term is off on and around the site, fully on beyond it
+        inner = _switch(
+            r,
+            field.exclusion_radius_A - EXCLUSION_HALF_WIDTH_A,
+            field.exclusion_radius_A + EXCLUSION_HALF_WIDTH_A,
+            derivatives,
+        )
+        on = (1.0 - inner[0],) + tuple(-x for x in inner[1:])
+        phi = np.where(on[0] > 0, phi, 0.0)  # the bare term is infinite on the site itself
+        if dphi is not None:
+            dphi = np.where(on[0] > 0, dphi, 0.0)
+        if d2phi is not None:
+            d2phi = np.where(on[0] > 0, d2phi, 0.0)
+        phi, dphi, d2phi = _times_switch(phi, dphi, d2phi, on, derivatives)
+    return phi, dphi, d2phi
+
+
+def _times_switch(
+    phi: np.ndarray,
+    dphi: np.ndarray | None,
+    d2phi: np.ndarray | None,
+    switch: tuple[np.ndarray, ...],
+    derivatives: int,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Product rule for phi * S and its first two radial derivatives."""
     if derivatives == 0:
-        s = _switch(r, field.switch_on_A, field.cutoff_A, 0)[0]
-        return phi * s, None, None
-    s, ds, d2s = _switch(r, field.switch_on_A, field.cutoff_A, derivatives)
+        return phi * switch[0], None, None
+    s, ds, d2s = switch
     assert dphi is not None
     dphi_s = dphi * s + phi * ds
     d2phi_s = None
@@ -293,6 +322,8 @@ def evaluate_grid(
     points: np.ndarray | None = None,
     derivatives: int = 0,
     batch_pairs: int = 4_000_000,
+    *,
+    hessian_only: bool = False,
 ) -> PotentialValues:
     """U (and derivatives) at grid points.
 
@@ -308,6 +339,9 @@ def evaluate_grid(
         0: U only; 1: U and gradient; 2: U, gradient and Hessian.
     batch_pairs
         Upper bound on (stencil point, scatterer) pairs held at once; bounds memory.
+    hessian_only
+        With ``derivatives=2``, accumulate only the Hessian (U and its gradient are returned
+        as zeros): the drag needs nothing else where U is already known.
 
     Returns
     -------
@@ -375,12 +409,13 @@ def evaluate_grid(
             r = np.sqrt(np.maximum(r_sq_pairs, 1e-12))
             phi, dphi, d2phi = radial_terms(r, field, representative, derivatives)
             weight = field.weights[chunk][b_idx]
-            energy += np.bincount(target, weights=weight * phi, minlength=n_out)
+            if not hessian_only:
+                energy += np.bincount(target, weights=weight * phi, minlength=n_out)
             if derivatives >= 1:
                 assert dphi is not None and gradient is not None
                 disp = vectors[k_idx] - d[b_idx]  # grid point minus scatterer, A
                 radial = weight * dphi / r
-                for axis in range(3):
+                for axis in range(3 if not hessian_only else 0):
                     gradient[:, axis] += np.bincount(
                         target, weights=radial * disp[:, axis], minlength=n_out
                     )

@@ -23,7 +23,7 @@ def _li3ps4_like() -> Structure:
     lattice = Lattice.from_parameters(6.1, 7.3, 5.9, 88.0, 95.0, 101.0)
     return Structure(
         lattice,
-        ["Li", "Li", "Li", "P", "S", "S", "S", "S"],
+        ["Li", "Li", "Li", {"P": 0.9}, "S", "S", "S", "S"],
         [
             [0.1, 0.2, 0.3],
             [0.6, 0.15, 0.75],
@@ -40,7 +40,21 @@ def _li3ps4_like() -> Structure:
 @pytest.fixture(scope="module")
 def field():
     framework = prepare_framework(_li3ps4_like())
-    return build_pair_field(framework)
+    built = build_pair_field(framework)
+    assert built.excluded is not None and built.excluded.sum() == 1  # the P site, 0.9
+    return built
+
+
+def test_site_exclusion_switches_off_near_partial_cation(field):
+    p_site = field.frac_coords[np.flatnonzero(field.excluded)[0]] @ field.lattice_matrix_A
+    plain = dataclasses.replace(field, excluded=None)
+    near = p_site + np.array([[0.3, 0.0, 0.0]])
+    far = p_site + np.array([[0.0, 2.7, 0.0]])
+    # on the site the partial P is absent in the excluded field, present in the plain one
+    assert evaluate_points(field, near).energy_eV[0] < evaluate_points(plain, near).energy_eV[0] - 1
+    np.testing.assert_allclose(
+        evaluate_points(field, far).energy_eV, evaluate_points(plain, far).energy_eV, atol=1e-12
+    )
 
 
 def test_parameters_from_softbv_table():
@@ -66,6 +80,9 @@ def test_missing_pair_names_candidate():
 def test_gradient_and_hessian_match_finite_differences(field):
     rng = np.random.default_rng(1)
     points = rng.random((12, 3)) @ field.lattice_matrix_A
+    # and points in the exclusion shell of the partial P site
+    p_site = field.frac_coords[np.flatnonzero(field.excluded)[0]] @ field.lattice_matrix_A
+    points = np.vstack([points, p_site + [[1.9, 0.3, 0.1], [-1.5, 0.9, 0.7], [0.0, 0.0, 2.3]]])
     values = evaluate_points(field, points, derivatives=2)
     h = 1e-5
     for axis in range(3):
@@ -106,6 +123,8 @@ def test_grid_and_point_evaluations_agree(field):
     np.testing.assert_allclose(sub.energy_eV, points.energy_eV, atol=1e-10)
     np.testing.assert_allclose(sub.hessian_eV_per_A2, points.hessian_eV_per_A2, atol=1e-9)
     np.testing.assert_allclose(full.gradient_eV_per_A[subset], points.gradient_eV_per_A, atol=1e-9)
+    only = evaluate_grid(field, grid, subset, derivatives=2, hessian_only=True)
+    np.testing.assert_allclose(only.hessian_eV_per_A2, points.hessian_eV_per_A2, atol=1e-9)
 
 
 def test_energy_is_linear_in_occupancy():

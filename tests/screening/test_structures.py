@@ -56,7 +56,11 @@ def test_balanced_common_states_tolerance():
     assert balanced_common_states(Composition("Li24.2Si0.2P3.8S20Br4")) == {
         "Li": 1.0, "Si": 4.0, "P": 5.0, "S": -2.0, "Br": -1.0,
     }
-    # a composition that no choice of common states balances within 2 %
+    # mixed-valence V (3.25+) is within the tolerance with V3+ (2 % off)
+    assert balanced_common_states(Composition("Li5V4P6O24"))["V"] == 3.0
+    # Bi5+ is an ICSD state but not a "common" one: found in the second tier
+    assert balanced_common_states(Composition("Li40La24Bi16O96"))["Bi"] == 5.0
+    # a composition that no choice of states balances within the tolerance
     assert balanced_common_states(Composition("Li5F1")) is None
 
 
@@ -146,3 +150,18 @@ def test_density_and_mass(lif):
 
 def test_antifluorite_helper_builds_li2o():
     assert antifluorite().composition.reduced_formula == "Li2O"
+
+
+def test_split_mobile_sites_are_not_overlaps():
+    # two Li half-sites 0.3 A apart whose occupancies add up to 1.1 (as in refinements)
+    structure = rocksalt()
+    structure.make_supercell([2, 1, 1])
+    structure.replace(0, {"Li": 0.55}, [0.0, 0.0, 0.0])
+    structure.append({"Li": 0.55}, [0.035, 0.0, 0.0])
+    framework = prepare_framework(structure)
+    assert len(framework.mobile_occupancies) == 9
+    with pytest.raises(OverlappingAtomsError):  # the same clash between framework ions fails
+        fluoride = structure.copy()
+        fluoride.replace(0, {"F": 0.55}, [0.0, 0.0, 0.0])
+        fluoride.replace(len(fluoride) - 1, {"F": 0.55}, [0.035, 0.0, 0.0])
+        prepare_framework(fluoride)
