@@ -14,6 +14,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+#: Bumped with every change of the science code that changes its numbers (see fingerprint).
+SCIENCE_REVISION: int = 1
+
+
 class ScreeningParameters(BaseModel):
     """Physics and numerics of one screen. Units are in the field names."""
 
@@ -116,6 +120,14 @@ class ScreeningParameters(BaseModel):
         return tuple(sorted(set(value)))
 
     def fingerprint(self) -> str:
-        """Short stable hash of the parameters (results are reused only for equal hashes)."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Short stable hash of the parameters and the science revision.
+
+        Results are reused only for equal hashes; :data:`SCIENCE_REVISION` changes whenever
+        the science code changes what it computes, so stored results of older code are not
+        mistaken for current ones.
+        """
+        payload = json.dumps(
+            {"parameters": self.model_dump(mode="json"), "science_revision": SCIENCE_REVISION},
+            sort_keys=True,
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

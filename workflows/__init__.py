@@ -1,0 +1,50 @@
+"""iondrag's workflow layer: jobflow Makers, jobs, stores and the ``iondrag`` command.
+
+Thin wrappers over :mod:`screening` (the science never imports this package). Importing
+``workflows`` is cheap: the jobflow-based modules load on first use of their names.
+
+Public API
+----------
+ScreenMaker
+    Flat dataclass Maker whose ``make()`` returns the flow of a screen
+    (:mod:`workflows.makers`).
+fetch_candidates, screen_chunk, rank_and_store
+    The jobs (:mod:`workflows.jobs`).
+default_job_store, file_job_store, SQLiteStore
+    Job stores (:mod:`workflows.stores`).
+to_fireworks
+    The flow as a FireWorks workflow (:mod:`workflows.managers`).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__all__ = [
+    "SQLiteStore",
+    "ScreenMaker",
+    "default_job_store",
+    "fetch_candidates",
+    "file_job_store",
+    "rank_and_store",
+    "screen_chunk",
+    "to_fireworks",
+]
+
+_LOCATIONS = {
+    "ScreenMaker": "workflows.makers",
+    "fetch_candidates": "workflows.jobs",
+    "screen_chunk": "workflows.jobs",
+    "rank_and_store": "workflows.jobs",
+    "SQLiteStore": "workflows.stores",
+    "default_job_store": "workflows.stores",
+    "file_job_store": "workflows.stores",
+    "to_fireworks": "workflows.managers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOCATIONS:
+        return getattr(import_module(_LOCATIONS[name]), name)
+    raise AttributeError(f"module 'workflows' has no attribute {name!r}")

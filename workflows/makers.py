@@ -1,0 +1,186 @@
+"""The screen as a jobflow Maker: flat dataclass fields, one flow per source.
+
+Every physics knob of :class:`screening.parameters.ScreeningParameters` is a field of
+:class:`ScreenMaker` with the same default (tests/workflows check they never drift), plus the
+workflow's own knobs: ``chunk_size``, ``workers``, ``store_grids``, ``db_path``.
+
+Example
+-------
+>>> from jobflow import run_locally
+>>> from workflows.makers import ScreenMaker
+>>> flow = ScreenMaker(grid_spacing_A=0.3, workers=2).make("cif", "path/to/cifs")
+>>> run_locally(flow)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from jobflow import Flow, Maker
+
+from screening.database import make_run_id
+from screening.parameters import ScreeningParameters
+from screening.sources.base import Candidate
+from workflows.jobs import DEFAULT_TOP_N, fetch_candidates
+from workflows.schemas import SourceSpec
+
+__all__ = ["WORKFLOW_FIELDS", "ScreenMaker"]
+
+#: Fields of ScreenMaker that are not physics (not in ScreeningParameters).
+WORKFLOW_FIELDS: tuple[str, ...] = (
+    "name",
+    "chunk_size",
+    "workers",
+    "store_grids",
+    "db_path",
+    "top_n",
+)
+
+
+@dataclass
+class ScreenMaker(Maker):
+    """Screen candidates of one source and rank them in the ranking database.
+
+    Parameters
+    ----------
+    name
+        Name of the flow.
+    temperature_K ... on_grid_too_large
+        The fields of :class:`~screening.parameters.ScreeningParameters`, same defaults and
+        meaning (see there).
+    chunk_size
+        Candidates per ``screen_chunk`` job (the unit of work a cluster manager schedules).
+    workers
+        Processes over which one chunk's candidates run in parallel.
+    store_grids
+        Save each scored candidate's potential and drag grids in the job store's ``data``
+        store (large; off by default).
+    db_path
+        The SQLite ranking database; None: ``IONDRAG_DB_PATH`` or ``<IONDRAG_HOME>/
+        results.sqlite``, read when the jobs run.
+    top_n
+        Rows of the ranking carried in the final RankingDocument.
+    """
+
+    name: str = "iondrag screen"
+
+    # physics: ScreeningParameters' fields, same order and defaults
+    temperature_K: float = 300.0
+    ion: str | None = None
+    grid_spacing_A: float = 0.2
+    cutoff_A: float = 6.0
+    site_exclusion_radius_A: float = 2.2
+    switch_width_A: float = 1.0
+    coarse_to_fine: bool = True
+    coarse_margin_eV: float = 0.3
+    percolation_ceiling_eV: float = 5.0
+    percolation_tolerance_eV: float = 0.002
+    dimensionality_window_eV: float = 0.1
+    window_kT: float = 15.0
+    drag_floor_fraction: float = 0.01
+    headline: Literal["path_entropic", "homogenised", "path"] = "path_entropic"
+    polycrystal_average: Literal["bruggeman", "arithmetic"] = "bruggeman"
+    inertia_correction: bool = True
+    carrier_density: Literal["all_sites", "percolating_sites"] = "all_sites"
+    path_relax_iterations: int = 30
+    arrhenius_temperatures_K: tuple[float, ...] = (300.0, 400.0, 500.0, 600.0)
+    refine_above_1d_eV: float = 1.0
+    memory_budget_MB: float | None = None
+    on_grid_too_large: Literal["coarsen", "refuse"] = "coarsen"
+
+    # workflow
+    chunk_size: int = 50
+    workers: int = 1
+    store_grids: bool = False
+    db_path: str | None = None
+    top_n: int = DEFAULT_TOP_N
+
+    def parameters(self) -> ScreeningParameters:
+        """Return the validated physics parameters of this maker."""
+        # a field added to ScreeningParameters but not (yet) here keeps its default; the
+        # test of the Maker's fields reports the drift
+        values = {
+            name: getattr(self, name)
+            for name in ScreeningParameters.model_fields
+            if hasattr(self, name)
+        }
+        values["arrhenius_temperatures_K"] = tuple(values["arrhenius_temperatures_K"])
+        return ScreeningParameters(**values)
+
+    def source_spec(
+        self,
+        source: str = "embedded",
+        path: str | Path | None = None,
+        options: dict[str, Any] | None = None,
+        candidates: Sequence[Candidate] | None = None,
+    ) -> SourceSpec:
+        """Return the canonical source of a screen (``ion`` filters embedded and CIF)."""
+        options = dict(options or {})
+        if self.ion is not None and source in ("embedded", "cif"):
+            options.setdefault("ion", self.parameters().ion)
+        return SourceSpec.build(source, path, options, candidates)
+
+    def run_id(
+        self,
+        source: str = "embedded",
+        path: str | Path | None = None,
+        options: dict[str, Any] | None = None,
+        candidates: Sequence[Candidate] | None = None,
+    ) -> str:
+        """Return the deterministic run id of ``make`` with the same arguments."""
+        spec = self.source_spec(source, path, options, candidates)
+        return make_run_id(spec.canonical(), self.parameters().fingerprint())
+
+    def make(
+        self,
+        source: str = "embedded",
+        path: str | Path | None = None,
+        options: dict[str, Any] | None = None,
+        candidates: Sequence[Candidate] | None = None,
+        run_id: str | None = None,
+    ) -> Flow:
+        """Build the flow of a screen.
+
+        Parameters
+        ----------
+        source
+            ``"embedded"``, ``"mp"`` or ``"cif"`` (ignored when ``candidates`` is given).
+        path
+            CIF file or folder, for ``"cif"`` (made absolute now).
+        options
+            Source options: MPQuery fields for ``"mp"`` (``elements``, ``chemsys``,
+            ``energy_above_hull_max_eV``, ``num_sites_max``, ...).
+        candidates
+            Candidates built in Python (e.g. generated variants) instead of a source.
+        run_id
+            Explicit run id; default: derived from the source and the parameters, so that
+            rerunning the same screen resumes the same run.
+
+        Returns
+        -------
+        Flow
+            One ``fetch_candidates`` job that replaces itself with the chunk jobs and the
+            ranking job; the flow's output is the final
+            :class:`~workflows.schemas.RankingDocument`.
+        """
+        parameters = self.parameters()
+        if self.chunk_size < 1 or self.workers < 1:
+            raise ValueError("chunk_size and workers must be at least 1")
+        spec = self.source_spec(source, path, options, candidates)
+        run = run_id or make_run_id(spec.canonical(), parameters.fingerprint())
+        fetch = fetch_candidates(
+            spec,
+            parameters,
+            run,
+            chunk_size=self.chunk_size,
+            workers=self.workers,
+            store_grids=self.store_grids,
+            db_path=None if self.db_path is None else str(self.db_path),
+            top_n=self.top_n,
+            candidates=None if candidates is None else list(candidates),
+        )
+        fetch.name = "fetch candidates"
+        return Flow([fetch], output=fetch.output, name=self.name)

@@ -1,0 +1,247 @@
+"""Score the candidates of one chunk in parallel over processes (spawn-safe).
+
+Workers are started with the ``spawn`` method (no fork of a process that holds threads,
+database connections or a progress bar) and kept for the life of the process, so that a
+local screen pays the start-up of its workers (importing pymatgen and scipy, about two
+seconds) once, not once per chunk. Each worker runs with one BLAS/OpenMP thread: the
+parallelism is over candidates.
+
+Nothing heavy is imported here at module level: spawned workers import this module before
+they set their thread limits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from screening.parameters import ScreeningParameters
+    from screening.schemas import CandidateGrids, CandidateResult
+    from screening.sources.base import Candidate
+
+__all__ = ["ScoreCallback", "abort_pools", "prestart", "score_candidates", "shutdown_pools"]
+
+ScoreCallback = Callable[["Candidate", "CandidateResult", "CandidateGrids | None"], None]
+
+#: Environment variables that cap the threads of numerical libraries in each worker.
+THREAD_VARIABLES: tuple[str, ...] = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _score(
+    candidate: Candidate, parameters: ScreeningParameters, keep_grids: bool
+) -> tuple[CandidateResult, CandidateGrids | None]:
+    """Worker task: :func:`screening.pipeline.score_candidate` (never raises for input)."""
+    from screening.pipeline import score_candidate
+
+    return score_candidate(candidate, parameters, keep_grids=keep_grids)
+
+
+@contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Set the thread caps in the environment the workers are spawned with."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    pool = _POOLS.get(workers)
+    if pool is None:
+        import multiprocessing
+
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        )
+        _POOLS[workers] = pool
+    return pool
+
+
+def _warm_up() -> int:
+    """Worker task: import the science modules (done once per worker process)."""
+    import screening.pipeline  # noqa: F401
+
+    return os.getpid()
+
+
+def prestart(workers: int) -> None:
+    """Start ``workers`` worker processes now, importing the science in the background.
+
+    For a local screen: the workers start while this process loads the candidates, instead
+    of when the first chunk is submitted. A no-op for ``workers`` <= 1.
+    """
+    if workers <= 1:
+        return
+    with _single_threaded_children():
+        pool = _pool(workers)
+        for _ in range(workers):
+            pool.submit(_warm_up)
+
+
+def _discard_pool(workers: int) -> None:
+    pool = _POOLS.pop(workers, None)
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def shutdown_pools() -> None:
+    """Stop the cached worker processes (also done at exit)."""
+    for workers in list(_POOLS):
+        pool = _POOLS.pop(workers)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def abort_pools() -> None:
+    """Stop the cached worker processes now, cancelling queued work (e.g. unused warm-ups)."""
+    for workers in list(_POOLS):
+        _abort_pool(workers)
+
+
+atexit.register(shutdown_pools)
+
+
+def _cost(candidate: Candidate) -> float:
+    """Estimate the work (grid points scale with the cell volume); failed loads cost nothing."""
+    if not candidate.ok or candidate.structure is None:
+        return 0.0
+    return float(candidate.structure.volume)
+
+
+def _failed(
+    candidate: Candidate, parameters: ScreeningParameters, error: BaseException
+) -> tuple[CandidateResult, None]:
+    """Return an ``error`` result for a candidate whose worker died or whose result was lost."""
+    from screening.schemas import CandidateResult
+
+    if isinstance(error, BrokenProcessPool):
+        error = RuntimeError(
+            f"a worker process died while scoring ({error or 'killed or out of memory'}); "
+            "rerun the screen to retry"
+        )
+    result = CandidateResult.from_failure(
+        candidate,
+        error,
+        temperature_K=parameters.temperature_K,
+        parameters_fingerprint=parameters.fingerprint(),
+        ion=parameters.ion or candidate.mobile_ion,
+    )
+    return result, None
+
+
+def _abort_pool(workers: int) -> None:
+    """Cancel what is queued and stop the workers now (results in flight are lost)."""
+    pool = _POOLS.pop(workers, None)
+    if pool is None:
+        return
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+
+
+def score_candidates(
+    candidates: Sequence[Candidate],
+    parameters: ScreeningParameters,
+    *,
+    workers: int = 1,
+    keep_grids: bool = False,
+    on_result: ScoreCallback | None = None,
+) -> list[tuple[CandidateResult, CandidateGrids | None]]:
+    """Score candidates, in parallel over ``workers`` processes when more than one.
+
+    Parameters
+    ----------
+    candidates
+        The candidates (failed loads included: they become failed results at once).
+    parameters
+        Physics and numerics.
+    workers
+        Processes; 1 scores in this process.
+    keep_grids
+        Return the grids of scored candidates (for the job store's data store).
+    on_result
+        Called in this process as each candidate finishes (largest cells are started
+        first), e.g. to write its row to the ranking database at once.
+
+    Returns
+    -------
+    list of (CandidateResult, CandidateGrids or None)
+        In the order of ``candidates``. When a worker process dies (killed, out of memory)
+        the candidates that were running or queued are scored again once in a fresh pool;
+        if that pool breaks too they get status ``error`` (retried by the next run of the
+        same screen).
+    """
+    from screening.pipeline import score_candidate
+
+    order = sorted(range(len(candidates)), key=lambda i: -_cost(candidates[i]))
+    results: dict[int, tuple[CandidateResult, CandidateGrids | None]] = {}
+
+    def finish(index: int, outcome: tuple[CandidateResult, CandidateGrids | None]) -> None:
+        results[index] = outcome
+        if on_result is not None:
+            on_result(candidates[index], outcome[0], outcome[1])
+
+    parallel = [i for i in order if _cost(candidates[i]) > 0]
+    if workers <= 1 or len(parallel) <= 1:
+        for index in order:
+            finish(index, score_candidate(candidates[index], parameters, keep_grids=keep_grids))
+        return [results[i] for i in range(len(candidates))]
+
+    computed = set(parallel)
+    for index in order:  # failed loads: nothing to compute
+        if index not in computed:
+            finish(index, score_candidate(candidates[index], parameters, keep_grids=keep_grids))
+    pending = parallel
+    broken_again = False
+    for attempt in (1, 2):  # a second round, in a fresh pool, for a pool that broke
+        futures: dict[Future, int] = {}
+        with _single_threaded_children():
+            pool = _pool(workers)
+            for index in pending:
+                futures[pool.submit(_score, candidates[index], parameters, keep_grids)] = index
+        retry: list[int] = []
+        try:
+            for future in as_completed(futures):
+                index = futures[future]
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool as error:
+                    if attempt == 1:
+                        retry.append(index)
+                        continue
+                    broken_again = True
+                    outcome = _failed(candidates[index], parameters, error)
+                except Exception as error:  # e.g. a result that cannot be sent back
+                    outcome = _failed(candidates[index], parameters, error)
+                finish(index, outcome)
+        except BaseException:  # interrupted (Ctrl-C) or a failing callback: stop the workers
+            _abort_pool(workers)
+            raise
+        if not retry:
+            break
+        _discard_pool(workers)
+        pending = sorted(retry, key=lambda i: -_cost(candidates[i]))
+    if broken_again:
+        _discard_pool(workers)
+    return [results[i] for i in range(len(candidates))]
