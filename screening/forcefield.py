@@ -101,7 +101,7 @@ class PairField:
         Pair terms are multiplied by a C2 switching function from 1 at ``switch_on_A`` to 0
         at ``cutoff_A`` so that U and its derivatives stay smooth.
     excluded, exclusion_radius_A
-        True for like-charged scatterers on sites that are sometimes empty: site exclusion
+        True for like-charged scatterers on sites shared with the mobile ion: site exclusion
         (see :func:`build_pair_field`) switches their term off within
         ``exclusion_radius_A`` (+- :data:`EXCLUSION_HALF_WIDTH_A`) of the site.
     labels
@@ -193,10 +193,11 @@ def build_pair_field(
         f in rho = f (r_cov,A + r_cov,j).
     site_exclusion_radius_A
         Disorder beyond the plain mean field (0 turns it off). A like-charged framework ion
-        on a site whose total framework occupancy is below one (a site shared with the
-        removed mobile ion, or partly vacant) is absent whenever the mobile ion is on that
-        site or hopping through it (conditional occupancy): its repulsion is switched off
-        within this radius of the site (a C2 step of +-0.4 A). The default reaches past the
+        on a site that the structure shares with the mobile species (a mixed site) is
+        absent whenever the mobile ion is on that site or hopping through it (conditional
+        occupancy): its repulsion is switched off within this radius of the site (a C2 step
+        of +-0.4 A). Framework sites that are merely partly occupied (dopants, refinement
+        noise) stay mean field. The default reaches past the
         midpoint between neighbouring shared sites (~2 A in perovskites and spinels), so a
         hop between two vacant shared sites sees neither. Plain mean field puts a fraction
         of the ion on every such site and makes shared sites unreachable (e.g. the A sites
@@ -261,7 +262,7 @@ def build_pair_field(
         switch_on_A=float(cutoff_A - switch_width_A),
         labels=tuple(label for label, k in zip(labels, keep, strict=True) if k),
         excluded=(
-            (~is_morse & (framework.site_occupancies < 1.0 - 1e-3))[keep]
+            (~is_morse & framework.shares_site_with_mobile)[keep]
             if site_exclusion_radius_A > 0
             else None
         ),

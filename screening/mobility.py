@@ -394,7 +394,7 @@ def homogenised_diffusion(
     parallel = np.einsum("r,rij->ij", weight, diffusion_nodes) * voxel_volume / z_region
 
     steps_inverse = np.linalg.inv(step_matrix_A)
-    metric = np.einsum("ai,rij,bj->rab", steps_inverse, diffusion_nodes, steps_inverse)
+    metric = np.einsum("ia,rij,jb->rab", steps_inverse, diffusion_nodes, steps_inverse)
     couplings, offsets = selling_decomposition(metric)  # (R, 6), (R, 6, 3)
     local = np.full(int(np.prod(shape)), -1, dtype=np.int64)
     local[region_flat] = np.arange(n)

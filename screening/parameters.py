@@ -43,7 +43,7 @@ class ScreeningParameters(BaseModel):
         "ion can go (results identical within the bisection tolerance; much faster).",
     )
     coarse_margin_eV: float = Field(
-        0.3, ge=0.0, description="Energy margin above the coarse-grid levels kept for refinement."
+        0.15, ge=0.0, description="Energy margin above the coarse-grid levels kept for refinement."
     )
     percolation_ceiling_eV: float = Field(
         5.0, gt=0, description="Percolation searched up to min U + this; above: trapped."
@@ -56,7 +56,7 @@ class ScreeningParameters(BaseModel):
         "of the 1D percolation energy.",
     )
     window_kT: float = Field(
-        15.0, ge=3.0, description="Transport region: U below E_1D + window_kT k_B T."
+        10.0, ge=3.0, description="Transport region: U below E_1D + window_kT k_B T."
     )
     drag_floor_fraction: float = Field(
         0.01,

@@ -174,10 +174,17 @@ def _grids(
 def _refinement_points(
     coarse_energy: np.ndarray, level_eV: float, fine_shape: tuple[int, int, int]
 ) -> np.ndarray:
-    """Fine-grid flat indices within one coarse voxel of a coarse point below ``level_eV``."""
-    below = (coarse_energy < level_eV).astype(np.uint8)
-    dilated = ndimage.maximum_filter(below, size=3, mode="wrap").astype(bool)
-    fine = dilated.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)
+    """Fine-grid flat indices in every coarse voxel that has a corner below ``level_eV``.
+
+    Coarse point c is fine point 2c; the fine points 2c..2c+1 along each axis fill the
+    coarse voxel spanned by c and c+1, so a voxel is refined when any of its 8 corners is
+    below the level (a 2x2x2 maximum filter looking forward, periodic).
+    """
+    below = coarse_energy < level_eV
+    voxel = below.copy()
+    for shift in ((1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1)):
+        voxel |= np.roll(below, shift=tuple(-s for s in shift), axis=(0, 1, 2))
+    fine = voxel.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)
     assert fine.shape == fine_shape
     return np.flatnonzero(fine)
 
@@ -208,8 +215,10 @@ def _potential_grid(
         level = top
     level = min(level, top) + parameters.coarse_margin_eV
     points = _refinement_points(coarse_energy, level, fine.shape)
+    notes_fraction = len(points) / fine.n_points
     energy = np.full(fine.n_points, np.inf)
     energy[points] = evaluate_grid(field_, fine, points).energy_eV
+    del notes_fraction
     return energy.reshape(fine.shape), coarse_perc, level
 
 

@@ -5,10 +5,11 @@ Steps (each recorded in the returned :class:`Framework`):
 1. checks: finite coordinates, a non-degenerate cell, no overlapping atoms (two sites closer
    than ``min_distance_A`` whose occupancies add up to more than one);
 2. oxidation states, without manual help: the ones the structure already carries, else
-   bond-valence analysis (pymatgen's BVAnalyzer), else composition-based guesses (pymatgen's
-   ``oxi_state_guesses`` for integer compositions, then common oxidation states balanced
-   within a tolerance, which handles the non-integer compositions of disordered
-   structures), else :class:`~screening.errors.OxidationStateError` naming the structure;
+   bond-valence analysis (pymatgen's BVAnalyzer), else a composition-based guess (the most
+   probable ICSD oxidation states that balance the charge within a tolerance, which also
+   handles the non-integer compositions of disordered structures; pymatgen's
+   ``oxi_state_guesses`` needs integer amounts and takes seconds on large cells), else
+   :class:`~screening.errors.OxidationStateError` naming the structure;
 3. the mobile species removed from the framework; partially occupied and mixed sites kept
    as occupancy weights (mean field).
 
@@ -58,7 +59,7 @@ class OxidationAssignment:
     structure
         The structure decorated with :class:`pymatgen.core.Species` (disorder kept).
     method
-        ``"given"``, ``"bond_valence"``, ``"composition_guess"`` or ``"common_states_balanced"``.
+        ``"given"``, ``"bond_valence"`` or ``"composition_guess"``.
     states
         Occupancy-weighted mean oxidation state per element (e).
     """
@@ -84,6 +85,9 @@ class Framework:
     site_occupancies
         Total framework occupancy of each scatterer's site (below one: the site is
         sometimes empty, e.g. shared with the removed mobile ion).
+    shares_site_with_mobile
+        True for scatterers on a site that the structure also gives to the mobile species
+        (a mixed site such as Li/La in Li-La-Ti perovskites).
     mobile_element, mobile_charge_e
         The mobile ion.
     mobile_frac_coords, mobile_occupancies
@@ -102,6 +106,7 @@ class Framework:
     charges_e: np.ndarray
     occupancies: np.ndarray
     site_occupancies: np.ndarray
+    shares_site_with_mobile: np.ndarray
     mobile_element: str
     mobile_charge_e: float
     mobile_frac_coords: np.ndarray
@@ -310,23 +315,6 @@ def _bond_valence(structure: Structure) -> Structure | None:
     return decorated if _plausible(decorated) else None
 
 
-def _composition_guess(composition: Composition) -> dict[str, float] | None:
-    amounts = composition.get_el_amt_dict()
-    if not all(abs(v - round(v)) < 1e-6 for v in amounts.values()):
-        return None
-    if composition.num_atoms > 400:  # pymatgen's enumeration grows combinatorially
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            guesses = composition.oxi_state_guesses(max_sites=-20)
-        except (ValueError, KeyError):
-            return None
-    if not guesses:
-        return None
-    return {el: float(q) for el, q in guesses[0].items()}
-
-
 @cache
 def _icsd_occurrence() -> dict[str, int]:
     """ICSD occurrence counts of species (pymatgen's bond-valence statistics), e.g. 'P5+'."""
@@ -421,14 +409,10 @@ def assign_oxidation_states(
     if decorated is not None:
         return OxidationAssignment(decorated, "bond_valence", _mean_states(decorated))
     composition = structure.composition
-    for method, guesser in (
-        ("composition_guess", _composition_guess),
-        ("common_states_balanced", balanced_common_states),
-    ):
-        states = guesser(composition)
-        if states is not None:
-            decorated = _decorate_by_element(structure, states)
-            return OxidationAssignment(decorated, method, _mean_states(decorated))
+    states = balanced_common_states(composition)
+    if states is not None:
+        decorated = _decorate_by_element(structure, states)
+        return OxidationAssignment(decorated, "composition_guess", _mean_states(decorated))
     raise OxidationStateError(
         f"no charge-balanced oxidation states for {composition.reduced_formula} "
         "(bond valence, composition guesses and common states all failed)",
@@ -468,10 +452,11 @@ def prepare_framework(
     assignment = assign_oxidation_states(structure, candidate_id)
     decorated = assignment.structure
 
-    frac, elements, charges, occupancies, site_totals = [], [], [], [], []
+    frac, elements, charges, occupancies, site_totals, shared = [], [], [], [], [], []
     mobile_frac, mobile_occ, mobile_charges = [], [], []
     for site in decorated:
         framework_total = sum(occ for sp, occ in site.species.items() if sp.symbol != mobile)
+        holds_mobile = any(sp.symbol == mobile for sp in site.species)
         for sp, occ in site.species.items():
             charge = float(getattr(sp, "oxi_state", 0) or 0)
             if sp.symbol == mobile:
@@ -484,6 +469,7 @@ def prepare_framework(
                 charges.append(charge)
                 occupancies.append(occ)
                 site_totals.append(framework_total)
+                shared.append(holds_mobile)
     notes: list[str] = []
     total_charge = float(np.dot(charges, occupancies) + np.dot(mobile_charges, mobile_occ))
     scale = float(np.dot(np.abs(charges), occupancies) + np.dot(np.abs(mobile_charges), mobile_occ))
@@ -510,6 +496,7 @@ def prepare_framework(
         charges_e=np.array(charges, dtype=float),
         occupancies=np.array(occupancies, dtype=float),
         site_occupancies=np.array(site_totals, dtype=float),
+        shares_site_with_mobile=np.array(shared, dtype=bool),
         mobile_element=mobile,
         mobile_charge_e=round(mobile_charge, 6),
         mobile_frac_coords=np.mod(np.array(mobile_frac, dtype=float), 1.0),

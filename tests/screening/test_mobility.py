@@ -139,7 +139,9 @@ def test_regularisation_sensitivity_is_small_and_matches_closed_form():
     for fraction in (0.0, 1e-3, 1e-2, 1e-1):
         _, u, gamma = cosine_case(400, fraction * gamma_saddle)
         values[fraction] = path_mobility(np.full(400, A / 400), u, gamma, A, T).mobility_s_per_kg
-        assert values[fraction] == pytest.approx(analytic_mobility(fraction * gamma_saddle), rel=1e-6)
+        assert values[fraction] == pytest.approx(
+            analytic_mobility(fraction * gamma_saddle), rel=1e-6
+        )
     assert abs(values[1e-2] / values[0.0] - 1) < 0.015
     assert abs(values[1e-3] / values[0.0] - 1) < 0.0015
     assert 0.05 < abs(values[1e-1] / values[0.0] - 1) < 0.15
@@ -183,3 +185,17 @@ def test_iterative_solver_matches_direct(monkeypatch):
     monkeypatch.setattr(mobility, "CG_MAX_ITERATIONS", 1)  # forces the LU fallback
     direct = homogenised_diffusion(u, steps, np.arange(u.size), gamma, T).diffusion_m2_per_s
     np.testing.assert_allclose(iterative, direct, rtol=1e-6, atol=1e-9 * np.abs(direct).max())
+
+
+def test_homogenisation_constant_tensor_on_an_oblique_grid():
+    """Flat potential, constant anisotropic D on a skewed grid: D_eff = D exactly."""
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(3, 3))
+    gamma = a @ a.T * 1e-13 + 2e-13 * np.eye(3)
+    steps = np.array([[0.21, 0.0, 0.0], [-0.105, 0.18, 0.0], [0.03, 0.05, 0.25]])
+    u = np.zeros((8, 9, 7))
+    result = homogenised_diffusion(
+        u, steps, np.arange(u.size), np.broadcast_to(gamma, (u.size, 3, 3)), T
+    )
+    expected = KB_J_PER_K * T * np.linalg.inv(gamma)
+    np.testing.assert_allclose(result.diffusion_m2_per_s, expected, rtol=1e-9)

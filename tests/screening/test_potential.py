@@ -23,7 +23,7 @@ def _li3ps4_like() -> Structure:
     lattice = Lattice.from_parameters(6.1, 7.3, 5.9, 88.0, 95.0, 101.0)
     return Structure(
         lattice,
-        ["Li", "Li", "Li", {"P": 0.9}, "S", "S", "S", "S"],
+        ["Li", "Li", "Li", {"P": 0.9, "Li": 0.1}, "S", "S", "S", "S"],
         [
             [0.1, 0.2, 0.3],
             [0.6, 0.15, 0.75],
@@ -41,7 +41,7 @@ def _li3ps4_like() -> Structure:
 def field():
     framework = prepare_framework(_li3ps4_like())
     built = build_pair_field(framework)
-    assert built.excluded is not None and built.excluded.sum() == 1  # the P site, 0.9
+    assert built.excluded is not None and built.excluded.sum() == 1  # the mixed P/Li site
     return built
 
 
@@ -161,5 +161,7 @@ def test_grid_memory_budget():
     assert notes and "coarsened" in notes[0]
     assert grid.n_points * 200 / 1e6 <= 500.0
     with pytest.raises(GridTooLargeError, match="big-cell"):
-        make_grid(lattice, 0.2, memory_budget_MB=500.0, on_too_large="refuse", candidate_id="big-cell")
+        make_grid(
+            lattice, 0.2, memory_budget_MB=500.0, on_too_large="refuse", candidate_id="big-cell"
+        )
     assert grid_shape_for_spacing(np.diag([4.0, 6.0, 10.1]), 0.2) == (20, 30, 51)

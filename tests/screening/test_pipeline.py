@@ -1,0 +1,168 @@
+"""End-to-end checks of the per-candidate pipeline and its invariants."""
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from screening.parameters import ScreeningParameters
+from screening.pipeline import analyse_candidate, score_candidate
+from screening.sources.base import Candidate, ElasticInput
+from tests.screening.conftest import antifluorite, rocksalt
+
+FAST = {"grid_spacing_A": 0.3, "arrhenius_temperatures_K": ()}
+
+
+def _li3n() -> Structure:
+    """alpha-Li3N (P6/mmm): a fast 2D conductor with a small cell."""
+    return Structure(
+        Lattice.hexagonal(3.648, 3.875),
+        ["N", "Li", "Li", "Li"],
+        [[0, 0, 0], [0, 0, 0.5], [1 / 3, 2 / 3, 0], [2 / 3, 1 / 3, 0]],
+    )
+
+
+def _all_floats_finite(document) -> bool:
+    def walk(value):
+        if isinstance(value, float):
+            return np.isfinite(value)
+        if isinstance(value, dict):
+            return all(walk(v) for v in value.values())
+        if isinstance(value, list | tuple):
+            return all(walk(v) for v in value)
+        return True
+
+    return walk(document.model_dump())
+
+
+def test_scored_candidate_has_finite_fields_and_units():
+    candidate = Candidate(candidate_id="li3n", source="structure", structure=_li3n())
+    result, grids = score_candidate(candidate, ScreeningParameters(**FAST), keep_grids=True)
+    assert result.status == "ok", result.error
+    assert _all_floats_finite(result)
+    assert result.ion == "Li" and result.barrier_eV is not None and result.barrier_eV > 0
+    assert result.sigma_S_per_cm == pytest.approx(10**result.log10_sigma_S_per_cm)
+    assert result.elastic_source.startswith("estimate:")
+    tensor = np.array(result.sigma_tensor_S_per_cm)
+    np.testing.assert_allclose(tensor, tensor.T, rtol=1e-9, atol=1e-30)
+    assert np.linalg.eigvalsh(tensor).min() >= -1e-12 * np.abs(tensor).max()
+    arrays = grids.arrays()
+    assert arrays["energy_eV"].shape == tuple(result.grid_shape)
+    assert len(arrays["region_flat_indices"]) == len(arrays["drag_voigt_kg_per_s"])
+
+
+def test_elastic_input_is_used_and_recorded():
+    elastic = ElasticInput(bulk_modulus_GPa=40.0, shear_modulus_GPa=20.0, source="doi:10.1/x")
+    candidate = Candidate(
+        candidate_id="li3n", source="structure", structure=_li3n(), elastic=elastic
+    )
+    result, _ = score_candidate(candidate, ScreeningParameters(**FAST))
+    assert result.elastic_source == "doi:10.1/x"
+    assert result.bulk_modulus_GPa == 40.0
+    # a stiffer crystal drags less (gamma ~ Lambda ~ 1/c^3): higher overdamped conductivity
+    stiff = Candidate(
+        candidate_id="li3n",
+        source="structure",
+        structure=_li3n(),
+        elastic=ElasticInput(bulk_modulus_GPa=160.0, shear_modulus_GPa=80.0, source="x"),
+    )
+    stiff_result, _ = score_candidate(stiff, ScreeningParameters(**FAST, inertia_correction=False))
+    soft_result, _ = score_candidate(
+        candidate, ScreeningParameters(**FAST, inertia_correction=False)
+    )
+    assert stiff_result.log10_sigma_S_per_cm > soft_result.log10_sigma_S_per_cm
+
+
+@pytest.mark.parametrize(
+    ("structure", "cause"),
+    [
+        (rocksalt("Mg", "O", 4.21), "no_mobile_species"),
+        (
+            Structure(
+                Lattice.cubic(4.0),
+                ["Li", "Li", "Li", "F"],
+                [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0.5, 0.5, 0.5]],
+            ),
+            "oxidation_states",
+        ),
+    ],
+)
+def test_bad_candidates_fail_with_cause(structure, cause):
+    result, grids = score_candidate(
+        Candidate(candidate_id="bad-1", source="structure", structure=structure),
+        ScreeningParameters(**FAST),
+    )
+    assert result.status == "failed" and result.error_cause == cause
+    assert result.error.startswith("bad-1:") and "\n" not in result.error
+    assert grids is None
+
+
+def test_unreadable_candidate_fails_without_structure():
+    candidate = Candidate(
+        candidate_id="x",
+        source="cif",
+        load_error="x.cif: empty file",
+        load_error_cause="parse_error",
+    )
+    result, _ = score_candidate(candidate, ScreeningParameters(**FAST))
+    assert result.status == "failed" and result.error_cause == "parse_error"
+
+
+def test_cubic_crystal_gives_isotropic_tensor():
+    candidate = Candidate(candidate_id="li2o", source="structure", structure=antifluorite())
+    result, _ = score_candidate(candidate, ScreeningParameters(**FAST))
+    assert result.status == "ok", result.error
+    tensor = np.array(result.sigma_tensor_S_per_cm)
+    np.testing.assert_allclose(np.diag(tensor), tensor[0, 0], rtol=1e-6)
+    assert result.dimensionality == 3
+
+
+def test_rotating_the_crystal_rotates_the_tensor():
+    structure = _li3n()
+    parameters = ScreeningParameters(**FAST)
+    base = analyse_candidate(structure, parameters)
+    rotation = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # permutation
+    rotated_structure = Structure(
+        Lattice(structure.lattice.matrix @ rotation.T),
+        structure.species,
+        structure.frac_coords,
+    )
+    rotated = analyse_candidate(rotated_structure, parameters)
+    assert rotated.percolation.barriers_eV == pytest.approx(base.percolation.barriers_eV)
+    d0 = base.results["homogenised"].diffusion_m2_per_s
+    d1 = rotated.results["homogenised"].diffusion_m2_per_s
+    np.testing.assert_allclose(
+        d1, rotation @ d0 @ rotation.T, rtol=1e-6, atol=1e-9 * np.abs(d0).max()
+    )
+    assert rotated.results["estimates"] == pytest.approx(base.results["estimates"])
+
+
+def test_same_inputs_give_identical_results():
+    candidate = Candidate(candidate_id="li3n", source="structure", structure=_li3n())
+    first, _ = score_candidate(candidate, ScreeningParameters(**FAST))
+    second, _ = score_candidate(candidate, ScreeningParameters(**FAST))
+    a, b = first.model_dump(), second.model_dump()
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cid", ["0iv", "47i", "1e9", "4kt"])
+def test_coarse_to_fine_matches_full_evaluation(obelix, cid):
+    """Refining only where the ion can go gives the same percolation energies as
+    evaluating U everywhere on the same grid (up to the bisection tolerance)."""
+    structure = Structure.from_file(obelix / "cifs" / f"{cid}.cif")
+    parameters = ScreeningParameters(arrhenius_temperatures_K=())
+    everywhere = ScreeningParameters(arrhenius_temperatures_K=(), coarse_margin_eV=1e3)
+    refined = analyse_candidate(structure, parameters)
+    full = analyse_candidate(structure, everywhere)
+    assert np.isfinite(full.energy_grid_eV).all()
+    assert refined.grid.shape == full.grid.shape
+    for d in (1, 2, 3):
+        if "E_%dD from the coarse grid" % d in " ".join(refined.notes):
+            assert refined.percolation.energies_eV[d] == pytest.approx(
+                full.percolation.energies_eV[d], abs=0.25
+            )
+        else:
+            assert refined.percolation.energies_eV[d] == pytest.approx(
+                full.percolation.energies_eV[d], abs=2 * parameters.percolation_tolerance_eV
+            )
