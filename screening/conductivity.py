@@ -148,3 +148,15 @@ def bruggeman_polycrystal(principal: np.ndarray) -> float:
         if high / low < 1 + 1e-12:
             break
     return float(np.sqrt(low * high))
+
+
+def harmonic_polycrystal(principal: np.ndarray) -> float:
+    """Series (Reuss-like) average 3 / sum(1/sigma_i) of three principal conductivities.
+
+    The lower bound of any polycrystal average: grains in series, so the slowest direction
+    limits transport (a zero principal value gives 0).
+    """
+    values = np.asarray(principal, dtype=float)
+    if np.any(values <= 0):
+        return 0.0
+    return float(3.0 / np.sum(1.0 / values))

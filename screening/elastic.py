@@ -242,3 +242,36 @@ def elastic_model(
         )
     lam = lambda_isotropic(bulk_GPa, shear_GPa, density_kg_per_m3) * np.eye(3)
     return ElasticModel(lam, float(bulk_GPa), float(shear_GPa), source, False, density_kg_per_m3)
+
+
+def debye_thermal_rms_A(
+    mass_amu: np.ndarray | float,
+    temperature_K: float,
+    model: ElasticModel,
+    atoms_per_A3: float,
+) -> np.ndarray:
+    """Root-mean-square thermal displacement per Cartesian component (A), Debye model.
+
+    Classical (high-temperature) Debye limit: <u_x^2> = 3 k_B T / (m omega_D^2), with
+    omega_D = v_m (6 pi^2 n)^(1/3), n the atomic number density and v_m the Debye mean of
+    the isotropic (Hill) sound velocities, 3/v_m^3 = 1/c_L^3 + 2/c_T^3. Heavier ions vibrate
+    less; a stiffer, denser crystal less again.
+
+    Parameters
+    ----------
+    mass_amu
+        Ion mass(es), amu.
+    temperature_K
+        Temperature, K.
+    model
+        The elastic model (moduli and density).
+    atoms_per_A3
+        Atomic number density, 1/A^3.
+    """
+    from screening.units import AMU_KG, KB_J_PER_K
+
+    c_l, c_t = model.sound_velocities_m_per_s
+    v_mean = (3.0 / (1.0 / c_l**3 + 2.0 / c_t**3)) ** (1.0 / 3.0)
+    omega_d = v_mean * (6.0 * np.pi**2 * atoms_per_A3 * 1e30) ** (1.0 / 3.0)
+    mass = np.asarray(mass_amu, dtype=float) * AMU_KG
+    return np.sqrt(3.0 * KB_J_PER_K * temperature_K / (mass * omega_d**2)) * 1e10

@@ -100,6 +100,9 @@ class PairField:
     cutoff_A, switch_on_A
         Pair terms are multiplied by a C2 switching function from 1 at ``switch_on_A`` to 0
         at ``cutoff_A`` so that U and its derivatives stay smooth.
+    thermal_rms_A
+        Root-mean-square thermal displacement of each framework ion per Cartesian component,
+        A (None: a static framework); pair terms are averaged over it (Debye-Waller).
     excluded, exclusion_radius_A
         True for like-charged scatterers on sites shared with the mobile ion: site exclusion
         (see :func:`build_pair_field`) switches their term off within
@@ -122,6 +125,7 @@ class PairField:
     labels: tuple[str, ...]
     excluded: np.ndarray | None = None
     exclusion_radius_A: float = 0.0
+    thermal_rms_A: np.ndarray | None = None
 
     @property
     def n_scatterers(self) -> int:
@@ -163,6 +167,9 @@ class PairField:
                 np.nan_to_num(self.coulomb_prefactor_eV_A),
                 np.nan_to_num(self.coulomb_screening_A),
                 np.zeros(self.n_scatterers) if self.excluded is None else self.excluded,
+                np.zeros(self.n_scatterers)
+                if self.thermal_rms_A is None
+                else np.round(self.thermal_rms_A, 5),
             ],
             axis=1,
         )
@@ -176,7 +183,8 @@ def build_pair_field(
     cutoff_A: float = 6.0,
     switch_width_A: float = 1.0,
     screening_factor: float = SCREENING_FACTOR,
-    site_exclusion_radius_A: float = 2.2,
+    site_exclusion_radius_A: float = 0.0,
+    thermal_rms_A: np.ndarray | None = None,
     candidate_id: str | None = None,
 ) -> PairField:
     """Resolve the BVSE parameters of every framework scatterer for the mobile ion.
@@ -202,6 +210,9 @@ def build_pair_field(
         hop between two vacant shared sites sees neither. Plain mean field puts a fraction
         of the ion on every such site and makes shared sites unreachable (e.g. the A sites
         of Li-La-Ti perovskites).
+    thermal_rms_A
+        Thermal rms displacement of each framework scatterer (A, one per entry of
+        ``framework.elements``), or None for a static framework.
     candidate_id
         Named in errors.
 
@@ -267,4 +278,5 @@ def build_pair_field(
             else None
         ),
         exclusion_radius_A=float(site_exclusion_radius_A),
+        thermal_rms_A=None if thermal_rms_A is None else np.asarray(thermal_rms_A, float)[keep],
     )

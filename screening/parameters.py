@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 #: Bumped with every change of the science code that changes its numbers (see fingerprint).
-SCIENCE_REVISION: int = 1
+SCIENCE_REVISION: int = 2
 
 
 class ScreeningParameters(BaseModel):
@@ -29,8 +29,13 @@ class ScreeningParameters(BaseModel):
     )
     grid_spacing_A: float = Field(0.2, gt=0.02, le=1.0, description="Potential grid spacing.")
     cutoff_A: float = Field(6.0, ge=3.0, le=15.0, description="Pair-term cutoff radius.")
+    thermal_smearing: bool = Field(
+        False,
+        description="Average the pair terms over the framework ions' thermal displacements "
+        "(Debye model from the elastic data): the second-order, Debye-Waller term of U.",
+    )
     site_exclusion_radius_A: float = Field(
-        2.2,
+        0.0,
         ge=0.0,
         le=4.0,
         description="A like-charged ion on a partly empty site is absent while the mobile ion "
@@ -68,11 +73,11 @@ class ScreeningParameters(BaseModel):
         "path_entropic",
         description="Which estimate is the headline sigma (see screening.pipeline._transport).",
     )
-    polycrystal_average: Literal["bruggeman", "arithmetic"] = Field(
-        "bruggeman",
-        description="Isotropic sigma of a polycrystal from the principal values: Bruggeman's "
-        "effective medium (channels of lower dimension are cut at grain boundaries) or "
-        "tr/3.",
+    polycrystal_average: Literal["harmonic", "bruggeman", "arithmetic"] = Field(
+        "harmonic",
+        description="Isotropic sigma of a polycrystal from the principal values: harmonic "
+        "(grains in series: the slowest direction limits), Bruggeman's effective medium "
+        "(spherical grains), or the arithmetic mean tr/3 (grains in parallel).",
     )
     inertia_correction: bool = Field(
         True, description="Multiply the overdamped result by Kramers' factor g k (theory 3)."

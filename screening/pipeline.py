@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pymatgen.core import Element
 from scipy import ndimage
 from threadpoolctl import threadpool_limits
 
@@ -35,11 +36,17 @@ from screening.conductivity import (
     anisotropy_ratio,
     arrhenius_fit,
     bruggeman_polycrystal,
+    harmonic_polycrystal,
     isotropic_average,
     nernst_einstein_S_per_m,
 )
 from screening.drag import drag_floor_kg_per_s, drag_tensor, regularised_drag
-from screening.elastic import ElasticModel, elastic_model, lambda_isotropic
+from screening.elastic import (
+    ElasticModel,
+    debye_thermal_rms_A,
+    elastic_model,
+    lambda_isotropic,
+)
 from screening.elastic_estimate import estimate_moduli_GPa
 from screening.errors import IondragError, NoPercolationError
 from screening.forcefield import PairField, build_pair_field
@@ -293,14 +300,22 @@ def analyse_candidate(
             structure, mobile_ion or parameters.ion, candidate_id=candidate_id
         )
     lap("framework")
+    elastic_data = _elastic_for(framework, elastic, candidate_id)
+    thermal_rms = None
+    if parameters.thermal_smearing:
+        masses = np.array([Element(el).atomic_mass for el in framework.elements], dtype=float)
+        atoms = framework.occupancies.sum() + framework.mobile_occupancies.sum()
+        thermal_rms = debye_thermal_rms_A(
+            masses, parameters.temperature_K, elastic_data, atoms / framework.volume_A3
+        )
     pair_field = build_pair_field(
         framework,
         cutoff_A=parameters.cutoff_A,
         switch_width_A=parameters.switch_width_A,
         site_exclusion_radius_A=parameters.site_exclusion_radius_A,
+        thermal_rms_A=thermal_rms,
         candidate_id=candidate_id,
     )
-    elastic_data = _elastic_for(framework, elastic, candidate_id)
     lap("elastic")
 
     fine, coarse, notes = _grids(framework, parameters, candidate_id)
@@ -456,17 +471,24 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         """log10 of the polycrystal average of principal values given relative to a scale."""
         if parameters.polycrystal_average == "arithmetic":
             return _log10(float(np.mean(relative)))
+        if parameters.polycrystal_average == "harmonic":
+            return _log10(harmonic_polycrystal(relative))
         return _log10(bruggeman_polycrystal(relative))
 
-    def opening_ratios(t: float) -> np.ndarray:
-        """Principal values relative to the channel: exp(-(E_d - E_1)/k_B T), 0 if none."""
-        kt_t = thermal_energy_eV(t)
-        return np.array(
-            [
-                np.exp(-(energies[d] - energies[1]) / kt_t) if np.isfinite(energies[d]) else 0.0
-                for d in (1, 2, 3)
-            ]
+    # a dimension that does not percolate below the ceiling opens at least there: its
+    # conductivity is bounded by the ceiling's (the estimate is then an upper bound)
+    ceiling = analysis.percolation.minimum_energy_eV + analysis.percolation.ceiling_eV
+    openings = {d: energies[d] if np.isfinite(energies[d]) else ceiling for d in (1, 2, 3)}
+    if not all(np.isfinite(energies[d]) for d in (2, 3)):
+        analysis.notes.append(
+            "no 3D percolation below the ceiling: conductivities use the ceiling as E_3D "
+            "and are upper bounds"
         )
+
+    def opening_ratios(t: float) -> np.ndarray:
+        """Principal values relative to the channel: exp(-(E_d - E_1)/k_B T)."""
+        kt_t = thermal_energy_eV(t)
+        return np.array([np.exp(-(openings[d] - openings[1]) / kt_t) for d in (1, 2, 3)])
 
     def channel_log10(t: float, entropic: bool, gamma: np.ndarray) -> float:
         """log10 sigma (S/cm) along the channel of E_1, path formula, overdamped."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from scipy.interpolate import CubicSpline
 from scipy.special import erfc
 
 from screening.errors import GridTooLargeError
@@ -213,7 +214,13 @@ def radial_terms(
     phi (eV), phi' (eV/A) or None, phi'' (eV/A^2) or None, with the switching function
     applied.
     """
-    if field.is_morse[type_index]:
+    rms = 0.0 if field.thermal_rms_A is None else float(field.thermal_rms_A[type_index])
+    if rms > 0:
+        spline = _smeared_spline(field, type_index)
+        phi = spline(r)
+        dphi = spline(r, 1) if derivatives >= 1 else None
+        d2phi = spline(r, 2) if derivatives >= 2 else None
+    elif field.is_morse[type_index]:
         d0 = field.morse_d0_eV[type_index]
         alpha = field.morse_alpha_per_A[type_index]
         e = np.exp(alpha * (field.morse_rmin_A[type_index] - r))
@@ -252,6 +259,65 @@ def radial_terms(
             d2phi = np.where(on[0] > 0, d2phi, 0.0)
         phi, dphi, d2phi = _times_switch(phi, dphi, d2phi, on, derivatives)
     return phi, dphi, d2phi
+
+
+def _bare_pair_energy(r: np.ndarray, field: PairField, type_index: int) -> np.ndarray:
+    """The unswitched pair energy phi(r), eV."""
+    if field.is_morse[type_index]:
+        d0 = field.morse_d0_eV[type_index]
+        e = np.exp(field.morse_alpha_per_A[type_index] * (field.morse_rmin_A[type_index] - r))
+        return 0.5 * d0 * e * (e - 2.0)
+    rho = field.coulomb_screening_A[type_index]
+    return field.coulomb_prefactor_eV_A[type_index] * erfc(r / rho) / r
+
+
+_SMEARED_SPLINES: dict[tuple[float, ...], CubicSpline] = {}
+
+
+def _smeared_spline(field: PairField, type_index: int) -> CubicSpline:
+    """Cubic spline of the pair energy averaged over the partner's thermal displacements.
+
+    For an isotropic Gaussian displacement of the framework ion (rms sigma per Cartesian
+    component) the average of a radial function is the 3D convolution
+
+        phi_bar(r) = 1/(sigma sqrt(2 pi) r) int_0^inf r' phi(r')
+                     [exp(-(r - r')^2 / 2 sigma^2) - exp(-(r + r')^2 / 2 sigma^2)] dr',
+
+    evaluated by the trapezoid rule on a grid of min(0.005 A, sigma/4) (r' phi(r') is finite at 0 for both
+    terms) and interpolated with a cubic spline whose derivatives give phi_bar' and
+    phi_bar''. Cached per parameter set.
+    """
+    sigma = float(field.thermal_rms_A[type_index])  # type: ignore[index]
+    key = (
+        float(field.is_morse[type_index]),
+        float(np.nan_to_num(field.morse_d0_eV[type_index])),
+        float(np.nan_to_num(field.morse_rmin_A[type_index])),
+        float(np.nan_to_num(field.morse_alpha_per_A[type_index])),
+        float(np.nan_to_num(field.coulomb_prefactor_eV_A[type_index])),
+        float(np.nan_to_num(field.coulomb_screening_A[type_index])),
+        round(sigma, 5),
+        field.cutoff_A,
+    )
+    spline = _SMEARED_SPLINES.get(key)
+    if spline is not None:
+        return spline
+    step = min(0.005, sigma / 4.0)  # resolve the Gaussian kernel
+    top = field.cutoff_A + 8.0 * sigma + 0.5
+    source = np.arange(step, top + 6.0 * sigma, step)
+    weight = source * _bare_pair_energy(source, field, type_index)  # r' phi(r')
+    targets = np.arange(0.05, top, 0.01)
+    # kernel restricted to +-8 sigma around each target keeps this a banded sum
+    values = np.empty_like(targets)
+    norm = 1.0 / (sigma * np.sqrt(2.0 * np.pi))
+    for start in range(0, len(targets), 256):
+        t = targets[start : start + 256, None]
+        kernel = np.exp(-((t - source) ** 2) / (2 * sigma**2)) - np.exp(
+            -((t + source) ** 2) / (2 * sigma**2)
+        )
+        values[start : start + 256] = norm / t[:, 0] * (kernel @ weight) * step
+    spline = CubicSpline(targets, values, extrapolate=True)
+    _SMEARED_SPLINES[key] = spline
+    return spline
 
 
 def _times_switch(

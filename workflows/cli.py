@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--top", type=_positive_int, default=20, help="rows printed (default 20)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any ScreeningParameters field, e.g. --param site_exclusion_radius_A=0",
+    )
     screen.set_defaults(handler=_screen)
 
     query = commands.add_parser(
@@ -191,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--grid", type=_float, default=0.2, help="Å (default 0.2)")
     validate.add_argument("--ion", help="mobile species (default: each candidate's own)")
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
+    validate.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any ScreeningParameters field, e.g. --param polycrystal_average=bruggeman",
+    )
     validate.set_defaults(handler=_validate)
     return parser
 
@@ -229,6 +243,25 @@ def _parameters_or_usage(**values: Any) -> Any:
         return ScreeningParameters(**values)
     except ValidationError as error:
         raise UsageError(_one_line(error)) from error
+
+
+def _param_options(items: Sequence[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs of ScreeningParameters fields; values parsed as JSON when they can be."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--param needs KEY=VALUE, got {item!r}")
+        try:
+            value: Any = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if isinstance(value, list):
+            value = tuple(value)
+        out[key.strip()] = value
+    return out
 
 
 def _arrhenius(text: str | None) -> tuple[float, ...] | None:
@@ -350,6 +383,7 @@ def _screen(args: argparse.Namespace) -> int:
     }
     if arrhenius is not None:
         physics["arrhenius_temperatures_K"] = arrhenius
+    physics.update(_param_options(getattr(args, "param", [])))
     parameters = _parameters_or_usage(**physics)
     if source == "mp":
         from pydantic import ValidationError
@@ -668,7 +702,10 @@ def _plot_png(
 
 def _validate(args: argparse.Namespace) -> int:
     parameters = _parameters_or_usage(
-        temperature_K=args.temperature, grid_spacing_A=args.grid, ion=args.ion
+        temperature_K=args.temperature,
+        grid_spacing_A=args.grid,
+        ion=args.ion,
+        **_param_options(args.param),
     )
     for path, what in ((args.cifs, "CIF folder"), (args.table, "table")):
         if not Path(path).expanduser().exists():

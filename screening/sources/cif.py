@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymatgen.core import Element, Structure
+from pymatgen.core import DummySpecies, Element, Structure
 
 from screening.errors import InvalidStructureError, IondragError, SourceError, StructureParseError
 from screening.sources.base import Candidate, utc_now_iso
@@ -131,9 +131,16 @@ def _shorten_warnings(messages: Iterable[str]) -> list[str]:
 
 
 def _check_structure(structure: Structure) -> None:
-    """Raise InvalidStructureError for NaN or degenerate cells and structures without atoms."""
+    """Raise InvalidStructureError for NaN or degenerate cells, unknown elements, no atoms."""
     if len(structure) == 0:
         raise InvalidStructureError("no atoms in the structure")
+    # pymatgen turns a type symbol it does not know (a typo, a corrupted byte) into a
+    # DummySpecies, which the science cannot score
+    unknown = sorted(
+        {sp.symbol for site in structure for sp in site.species if isinstance(sp, DummySpecies)}
+    )
+    if unknown:
+        raise InvalidStructureError(f"unknown element symbol(s) {', '.join(unknown)}")
     matrix = np.asarray(structure.lattice.matrix, dtype=float)
     if not np.all(np.isfinite(matrix)):
         raise InvalidStructureError("cell parameters are NaN or infinite")
@@ -307,6 +314,20 @@ def load_cif_candidate(path: str | Path, *, ion: str | None = None) -> Candidate
     )
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Pool initializer: end this loader process when its parent is gone (killed -9)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="cif-loader-parent-watch", daemon=True).start()
+
+
 def _load_many(files: list[Path], ion: str | None, workers: int) -> list[Candidate]:
     """Load files in order, in ``workers`` processes when more than one is asked for."""
     if workers > 1 and len(files) > 1:
@@ -314,7 +335,11 @@ def _load_many(files: list[Path], ion: str | None, workers: int) -> list[Candida
         from functools import partial
 
         try:
-            with ProcessPoolExecutor(max_workers=min(workers, len(files))) as pool:
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(files)),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            ) as pool:
                 chunksize = max(1, len(files) // (4 * workers))
                 load = partial(load_cif_candidate, ion=ion)
                 return list(pool.map(load, files, chunksize=chunksize))

@@ -50,3 +50,13 @@ def test_bruggeman_limits():
     # many decades apart: still finite and solves the equation
     tiny = np.array([1e-3, 1e-3, 1e-40])
     assert bruggeman_polycrystal(tiny) == pytest.approx(5e-4, rel=1e-6)
+
+
+def test_harmonic_polycrystal():
+    from screening.conductivity import harmonic_polycrystal
+
+    assert harmonic_polycrystal(np.array([2.0, 2.0, 2.0])) == pytest.approx(2.0)
+    assert harmonic_polycrystal(np.array([1.0, 1.0, 0.0])) == 0.0
+    assert harmonic_polycrystal(np.array([1.0, 1.0, 1e-6])) == pytest.approx(3e-6, rel=1e-5)
+    values = np.array([5.0, 1.0, 0.2])
+    assert harmonic_polycrystal(values) <= bruggeman_polycrystal(values) <= values.mean()

@@ -54,7 +54,9 @@ def test_noise_covariance_is_fdt(sample):
 def test_drag_does_not_depend_on_temperature_or_mass(sample):
     # gamma is a function of H and Lambda only: its signature has no T or M
     hessians, lam = sample
-    np.testing.assert_array_equal(drag_tensor(hessians, lam), drag_tensor(hessians.copy(), lam.copy()))
+    np.testing.assert_array_equal(
+        drag_tensor(hessians, lam), drag_tensor(hessians.copy(), lam.copy())
+    )
 
 
 def test_floor_regularises(sample):

@@ -65,7 +65,9 @@ def test_lambda_rotates_with_the_crystal():
     rotation = Rotation.from_euler("zyx", [0.3, -0.7, 1.1]).as_matrix()
     base = lambda_tensor(voigt, 2500.0)
     rotated = lambda_tensor(_rotate_voigt(voigt, rotation), 2500.0)
-    np.testing.assert_allclose(rotated, rotation @ base @ rotation.T, rtol=1e-6, atol=1e-6 * base.max())
+    np.testing.assert_allclose(
+        rotated, rotation @ base @ rotation.T, rtol=1e-6, atol=1e-6 * base.max()
+    )
     assert np.all(np.linalg.eigvalsh(base) > 0)
 
 

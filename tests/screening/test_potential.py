@@ -40,7 +40,7 @@ def _li3ps4_like() -> Structure:
 @pytest.fixture(scope="module")
 def field():
     framework = prepare_framework(_li3ps4_like())
-    built = build_pair_field(framework)
+    built = build_pair_field(framework, site_exclusion_radius_A=2.2)
     assert built.excluded is not None and built.excluded.sum() == 1  # the mixed P/Li site
     return built
 
@@ -165,3 +165,38 @@ def test_grid_memory_budget():
             lattice, 0.2, memory_budget_MB=500.0, on_too_large="refuse", candidate_id="big-cell"
         )
     assert grid_shape_for_spacing(np.diag([4.0, 6.0, 10.1]), 0.2) == (20, 30, 51)
+
+
+def test_thermal_smearing_limits_and_derivatives(field):
+    rms = np.full(field.n_scatterers, 0.08)
+    smeared = dataclasses.replace(field, thermal_rms_A=rms)
+    tiny = dataclasses.replace(field, thermal_rms_A=np.full(field.n_scatterers, 0.01))
+    r = np.linspace(1.6, 4.5, 30)
+    for index in range(field.n_scatterers):
+        # a small displacement gives back the static term (to second order in it)
+        static = radial_terms(r, field, index)[0]
+        np.testing.assert_allclose(radial_terms(r, tiny, index)[0], static, rtol=2e-3, atol=1e-3)
+        phi, dphi, d2phi = radial_terms(r, smeared, index, 2)
+        # the Gaussian average of a convex term lies above it (Jensen); Morse walls are convex
+        convex = d2phi > 0
+        assert np.all(phi[convex & (r < 3.0)] >= static[convex & (r < 3.0)] - 1e-9)
+    # analytic (spline) derivatives agree with finite differences of the smeared U
+    rng = np.random.default_rng(4)
+    points = rng.random((6, 3)) @ field.lattice_matrix_A
+    values = evaluate_points(smeared, points, derivatives=2)
+    h = 1e-4
+    for axis in range(3):
+        step = np.zeros(3)
+        step[axis] = h
+        plus = evaluate_points(smeared, points + step, derivatives=1)
+        minus = evaluate_points(smeared, points - step, derivatives=1)
+        np.testing.assert_allclose(
+            values.gradient_eV_per_A[:, axis],
+            (plus.energy_eV - minus.energy_eV) / (2 * h),
+            atol=1e-5 * np.abs(values.gradient_eV_per_A).max(),
+        )
+        np.testing.assert_allclose(
+            values.hessian_eV_per_A2[:, :, axis],
+            (plus.gradient_eV_per_A - minus.gradient_eV_per_A) / (2 * h),
+            atol=1e-4 * np.abs(values.hessian_eV_per_A2).max(),
+        )

@@ -54,7 +54,11 @@ def test_balanced_common_states_tolerance():
     from pymatgen.core import Composition
 
     assert balanced_common_states(Composition("Li24.2Si0.2P3.8S20Br4")) == {
-        "Li": 1.0, "Si": 4.0, "P": 5.0, "S": -2.0, "Br": -1.0,
+        "Li": 1.0,
+        "Si": 4.0,
+        "P": 5.0,
+        "S": -2.0,
+        "Br": -1.0,
     }
     # mixed-valence V (3.25+) is within the tolerance with V3+ (2 % off)
     assert balanced_common_states(Composition("Li5V4P6O24"))["V"] == 3.0

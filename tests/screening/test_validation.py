@@ -45,15 +45,35 @@ from screening.validation import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = ScreeningParameters(grid_spacing_A=0.3, arrhenius_temperatures_K=())
 CONTRACT_KEYS = {
-    "n_scored", "n_failed", "spearman", "kendall", "roc_auc_1e-4",
-    "seconds_per_structure_median", "per_structure", "mae_log10", "precision_at_10",
-    "coverage", "failures_by_cause", "per_family", "ablations", "upper_bounds_count",
-    "seconds_per_structure_p90", "parameters", "iondrag_version", "data_attribution",
-    "mae_log10_best_constant", "baseline_constant",
+    "n_scored",
+    "n_failed",
+    "spearman",
+    "kendall",
+    "roc_auc_1e-4",
+    "seconds_per_structure_median",
+    "per_structure",
+    "mae_log10",
+    "precision_at_10",
+    "coverage",
+    "failures_by_cause",
+    "per_family",
+    "ablations",
+    "upper_bounds_count",
+    "seconds_per_structure_p90",
+    "parameters",
+    "iondrag_version",
+    "data_attribution",
+    "mae_log10_best_constant",
+    "baseline_constant",
 }
 ABLATION_NAMES = {
-    "barrier_3d", "barrier_1d", "mobile_ion_density", "path_constant_drag", "global_lambda",
-    "path_formula", "overdamped",
+    "barrier_3d",
+    "barrier_1d",
+    "mobile_ion_density",
+    "path_constant_drag",
+    "global_lambda",
+    "path_formula",
+    "overdamped",
 }
 
 
@@ -225,8 +245,9 @@ def test_paired_bootstrap_difference() -> None:
     first = paired_bootstrap_spearman_difference(good, noisy, truth, n_resamples=300, seed=5)
     again = paired_bootstrap_spearman_difference(good, noisy, truth, n_resamples=300, seed=5)
     assert first == again  # fixed seed: reproducible
-    assert first["difference"] == pytest.approx(ref_spearman(list(good), list(truth))
-                                                - ref_spearman(list(noisy), list(truth)))
+    assert first["difference"] == pytest.approx(
+        ref_spearman(list(good), list(truth)) - ref_spearman(list(noisy), list(truth))
+    )
     assert 0 < first["ci_low"] < first["difference"] < first["ci_high"]
     assert first["n"] == 60 and first["n_resamples"] == 300
 
@@ -290,30 +311,38 @@ def synthetic_records(n: int = 30, seed: int = 0) -> list[dict[str, Any]]:
     for i in range(n):
         barrier = float(rng.uniform(0.2, 0.8))
         exp = math.log10(50.0) - barrier / (kt * math.log(10))
-        records.append({
-            "id": f"s{i:02d}",
-            "family": "A" if i % 2 else "B",
-            "error": None,
-            "log10_sigma_exp": exp,
-            "upper_bound": False,
-            "log10_sigma_pred": exp + float(rng.normal(0, 1.0)),
-            "barrier_3d_eV": barrier,
-            "barrier_1d_eV": barrier - 0.1,
-            "mobile_ion_density_per_m3": float(rng.uniform(1e27, 5e28)),
-            "log10_sigma_path_constant_drag": exp + 2.0,
-            "log10_sigma_global_lambda": exp + float(rng.normal(0, 0.5)),
-            "log10_sigma_path": None if i == 0 else exp - 1.0,
-            "log10_sigma_overdamped": exp + 3.0 + float(rng.normal(0, 0.1)),
-        })
+        records.append(
+            {
+                "id": f"s{i:02d}",
+                "family": "A" if i % 2 else "B",
+                "error": None,
+                "log10_sigma_exp": exp,
+                "upper_bound": False,
+                "log10_sigma_pred": exp + float(rng.normal(0, 1.0)),
+                "barrier_3d_eV": barrier,
+                "barrier_1d_eV": barrier - 0.1,
+                "mobile_ion_density_per_m3": float(rng.uniform(1e27, 5e28)),
+                "log10_sigma_path_constant_drag": exp + 2.0,
+                "log10_sigma_global_lambda": exp + float(rng.normal(0, 0.5)),
+                "log10_sigma_path": None if i == 0 else exp - 1.0,
+                "log10_sigma_overdamped": exp + 3.0 + float(rng.normal(0, 0.1)),
+            }
+        )
     return records
 
 
 def test_evaluate_records_ablations_and_prefactor_fit() -> None:
     records = synthetic_records()
-    records.append({  # a failed structure: not evaluated
-        "id": "zz", "family": "A", "error": "zz: failed", "log10_sigma_exp": -3.0,
-        "upper_bound": False, "log10_sigma_pred": None,
-    })
+    records.append(
+        {  # a failed structure: not evaluated
+            "id": "zz",
+            "family": "A",
+            "error": "zz: failed",
+            "log10_sigma_exp": -3.0,
+            "upper_bound": False,
+            "log10_sigma_pred": None,
+        }
+    )
     out = evaluate_records(records, temperature_K=300.0, n_resamples=200)
     assert set(out["ablations"]) == ABLATION_NAMES == {p.name for p in ABLATIONS}
     head = out["headline"]
@@ -347,9 +376,9 @@ def test_evaluate_records_ablations_and_prefactor_fit() -> None:
     assert base["mae_log10"] <= censored_mae(np.full(30, np.median(exp_all)), exp_all) + 1e-12
     assert set(out["per_family"]) == {"A", "B"}
     ids_a = [r for r in records[:30] if r["family"] == "A"]
-    assert out["per_family"]["A"]["spearman"] == pytest.approx(ref_spearman(
-        [r["log10_sigma_pred"] for r in ids_a], [r["log10_sigma_exp"] for r in ids_a]
-    ))
+    assert out["per_family"]["A"]["spearman"] == pytest.approx(
+        ref_spearman([r["log10_sigma_pred"] for r in ids_a], [r["log10_sigma_exp"] for r in ids_a])
+    )
 
 
 def test_evaluate_records_missing_3d_barrier_ranks_last_and_bounds() -> None:
@@ -364,9 +393,9 @@ def test_evaluate_records_missing_3d_barrier_ranks_last_and_bounds() -> None:
     assert b3["spearman"] == pytest.approx(1.0)
     assert out["headline"]["n_upper_bounds"] == 1
     exact = [r for r in records if not r["upper_bound"]]
-    assert out["headline"]["spearman_exact_only"] == pytest.approx(ref_spearman(
-        [r["log10_sigma_pred"] for r in exact], [r["log10_sigma_exp"] for r in exact]
-    ))
+    assert out["headline"]["spearman_exact_only"] == pytest.approx(
+        ref_spearman([r["log10_sigma_pred"] for r in exact], [r["log10_sigma_exp"] for r in exact])
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -381,8 +410,11 @@ def _shifted(shift: tuple[float, float, float]) -> list[list[float]]:
 
 
 def rocksalt(cation: str, anion: str, a: float) -> Structure:
-    return Structure(Lattice.cubic(a), [cation] * 4 + [anion] * 4,
-                     _shifted((0, 0, 0)) + _shifted((0.5, 0.5, 0.5)))
+    return Structure(
+        Lattice.cubic(a),
+        [cation] * 4 + [anion] * 4,
+        _shifted((0, 0, 0)) + _shifted((0.5, 0.5, 0.5)),
+    )
 
 
 def antifluorite(cation: str, anion: str, a: float) -> Structure:
@@ -423,8 +455,9 @@ def synthetic_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 
 
 @pytest.fixture(scope="module")
-def synthetic_report(synthetic_set: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-                     ) -> tuple[Any, Path, Path]:
+def synthetic_report(
+    synthetic_set: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Any, Path, Path]:
     cifs, table = synthetic_set
     out = tmp_path_factory.mktemp("validation-out")
     json_out, png_out = out / "report.json", out / "parity.png"
@@ -491,8 +524,15 @@ def test_workers_give_the_serial_predictions(
     cifs, table = synthetic_set
     serial = synthetic_report[0]
     parallel = run_validation(cifs, table, parameters=FAST, workers=2)
-    keys = ("id", "status", "error_cause", "log10_sigma_pred", "log10_sigma_path",
-            "barrier_3d_eV", "log10_sigma_global_lambda")
+    keys = (
+        "id",
+        "status",
+        "error_cause",
+        "log10_sigma_pred",
+        "log10_sigma_path",
+        "barrier_3d_eV",
+        "log10_sigma_global_lambda",
+    )
     for a, b in zip(serial.per_structure, parallel.per_structure, strict=True):
         for key in keys:
             if isinstance(a[key], float):
@@ -568,8 +608,10 @@ def test_obelix_subset_metrics_recomputed_independently(
     assert doc["seconds_per_structure_median"] == pytest.approx(
         float(np.median([e["seconds_total"] for e in scored]))
     )
-    for name, field in (("path_formula", "log10_sigma_path"),
-                        ("overdamped", "log10_sigma_overdamped")):
+    for name, field in (
+        ("path_formula", "log10_sigma_path"),
+        ("overdamped", "log10_sigma_overdamped"),
+    ):
         values = [e[field] for e in scored]
         assert doc["ablations"][name]["spearman"] == pytest.approx(
             ref_spearman(values, exp), abs=1e-12
