@@ -17,6 +17,7 @@ beside the repository); without it the benchmark says so and exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -92,8 +93,10 @@ def main() -> int:
         print("bvlain is not installed (pip install -e '.[test]'); nothing measured.")
         return 0
     structures = ordered_structures(folder, args.max_atoms, args.limit)
-    print(f"{len(structures)} ordered OBELiX structures, {len(structures[0][1])}-"
-          f"{len(structures[-1][1])} atoms; one core (BLAS threads = 1)")
+    print(
+        f"{len(structures)} ordered OBELiX structures, {len(structures[0][1])}-"
+        f"{len(structures[-1][1])} atoms; one core (BLAS threads = 1)"
+    )
     from screening.structures import prepare_framework
 
     # warm up imports and caches (pymatgen's bond-valence tables load once per process)
@@ -116,7 +119,8 @@ def main() -> int:
             b1 = result.barrier_1d_eV
             t1 = theirs_barriers.get("E_1D")
             print(
-                f"  {cid:>4} {len(structure):4d} atoms  iondrag {ours:6.2f} s  bvlain {theirs:6.2f} s"
+                f"  {cid:>4} {len(structure):4d} atoms  iondrag {ours:6.2f} s"
+                f"  bvlain {theirs:6.2f} s"
                 f"  E_1D {b1 if b1 is None else round(b1, 3)} vs "
                 f"{t1 if t1 is None else round(float(t1), 3)}  status {result.status}",
                 flush=True,
@@ -124,13 +128,19 @@ def main() -> int:
     ours_times = [r[2] for r in rows]
     their_times = [r[3] for r in rows]
     print()
-    print(f"iondrag whole pipeline: median {statistics.median(ours_times):.2f} s/structure, "
-          f"p90 {np.percentile(ours_times, 90):.2f} s, total {sum(ours_times):.1f} s")
-    print(f"bvlain BVSE + percolation: median {statistics.median(their_times):.2f} s/structure, "
-          f"total {sum(their_times):.1f} s")
-    print(f"throughput ratio iondrag/bvlain (same structures, same run): "
-          f"{sum(their_times) / sum(ours_times):.2f}x  (median per-structure ratio "
-          f"{statistics.median(t / o for o, t in zip(ours_times, their_times)):.2f}x)")
+    print(
+        f"iondrag whole pipeline: median {statistics.median(ours_times):.2f} s/structure, "
+        f"p90 {np.percentile(ours_times, 90):.2f} s, total {sum(ours_times):.1f} s"
+    )
+    print(
+        f"bvlain BVSE + percolation: median {statistics.median(their_times):.2f} s/structure, "
+        f"total {sum(their_times):.1f} s"
+    )
+    print(
+        f"throughput ratio iondrag/bvlain (same structures, same run): "
+        f"{sum(their_times) / sum(ours_times):.2f}x  (median per-structure ratio "
+        f"{statistics.median(t / o for o, t in zip(ours_times, their_times, strict=True)):.2f}x)"
+    )
     # peak memory, second pass on the three largest structures
     print()
     for cid, structure in structures[-3:]:
@@ -140,14 +150,14 @@ def main() -> int:
         ours_peak = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()
         tracemalloc.start()
-        try:
+        with contextlib.suppress(Exception):
             run_bvlain(structure, states)
-        except Exception:
-            pass
         theirs_peak = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()
-        print(f"peak memory {cid} ({len(structure)} atoms): iondrag {ours_peak:.0f} MB, "
-              f"bvlain {theirs_peak:.0f} MB")
+        print(
+            f"peak memory {cid} ({len(structure)} atoms): iondrag {ours_peak:.0f} MB, "
+            f"bvlain {theirs_peak:.0f} MB"
+        )
     import resource
 
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -73,7 +73,7 @@ class ArrheniusFit:
     r_squared: float
 
     def sigma_S_per_cm(self, temperature_K: float) -> float:
-        """The fitted conductivity at a temperature, S/cm."""
+        """Return the fitted conductivity at a temperature, S/cm."""
         return (
             self.prefactor_S_K_per_cm
             * np.exp(-self.activation_energy_eV / (KB_EV_PER_K * temperature_K))

@@ -247,7 +247,7 @@ def build_pair_field(
             try:
                 d0[i], rmin[i], alpha[i] = morse_parameters(mobile, q_mobile, element, q)
             except MissingParametersError as error:
-                raise error.with_candidate(candidate_id) if candidate_id else error
+                raise (error.with_candidate(candidate_id) if candidate_id else error) from None
             is_morse[i] = True
         else:
             if element not in radii:

@@ -491,7 +491,7 @@ def run_langevin(
         else:  # v <- Q (C_diag Q^T v + S_diag eta), component by component
             columns = [velocities[:, r].copy() for r in range(dim)]
             for i in range(dim):
-                mode = sum(eigenvectors[r][i] * columns[r] for r in range(dim))
+                mode = np.sum([eigenvectors[r][i] * columns[r] for r in range(dim)], axis=0)
                 mode = _ou_update(mode, eigenvalues[i], eta[i], rate, kt_over_m)
                 if i == 0:
                     for r in range(dim):
@@ -521,7 +521,7 @@ def run_langevin(
     else:
         second_moment[:] = np.nan
     return LangevinTrajectory(
-        times_s=np.arange(n_samples) * sample_every * dt_s,
+        times_s=np.arange(n_samples, dtype=np.float64) * (sample_every * dt_s),
         positions_A=samples,
         velocity_second_moment_m2_per_s2=second_moment,
         velocities_m_per_s=velocity_samples,

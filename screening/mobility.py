@@ -291,9 +291,9 @@ def selling_decomposition(
     weights = np.empty((n, 6))
     offsets = np.empty((n, 6, 3), dtype=np.int64)
     for index, (i, j) in enumerate(pairs):
-        k, l = (m for m in range(4) if m not in (i, j))
+        k, m_other = (m for m in range(4) if m not in (i, j))
         weights[:, index] = -np.einsum("ni,nij,nj->n", base[:, i], metric, base[:, j])
-        offsets[:, index] = np.cross(base[:, k], base[:, l])
+        offsets[:, index] = np.cross(base[:, k], base[:, m_other])
     return np.maximum(weights, 0.0), offsets
 
 

@@ -13,7 +13,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
 #: Bumped with every change of the science code that changes its numbers (see fingerprint).
 SCIENCE_REVISION: int = 2
 

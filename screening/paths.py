@@ -32,7 +32,6 @@ from screening.percolation import FORWARD_STEPS, periodic_components
 from screening.potential import PeriodicGrid, evaluate_points
 from screening.units import thermal_energy_eV
 
-
 #: Steepest-descent step of the string relaxation per unit normal force, A^2/eV.
 STEP_A2_PER_EV: float = 0.01
 
@@ -160,7 +159,7 @@ def grid_percolating_path(
     temperature_K: float,
     candidate_id: str | None = None,
 ) -> PercolatingPath:
-    """The best percolating loop on the grid graph below ``level_eV``.
+    """Find the best percolating loop on the grid graph below ``level_eV``.
 
     Parameters
     ----------

@@ -22,14 +22,15 @@ Steps (theory.md sections 1-4):
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pymatgen.core import Element
-from scipy import ndimage
 from threadpoolctl import threadpool_limits
 
 from screening.conductivity import (
@@ -37,7 +38,6 @@ from screening.conductivity import (
     arrhenius_fit,
     bruggeman_polycrystal,
     harmonic_polycrystal,
-    isotropic_average,
     nernst_einstein_S_per_m,
 )
 from screening.drag import drag_floor_kg_per_s, drag_tensor, regularised_drag
@@ -111,9 +111,9 @@ class Analysis:
     path_hessian_eV_per_A2: np.ndarray
     path_transverse_eV_per_A2: np.ndarray
     dimensionality: int
-    notes: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    results: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    results: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _elastic_for(
@@ -138,7 +138,7 @@ def _elastic_for(
 def _grids(
     framework: Framework, parameters: ScreeningParameters, candidate_id: str | None
 ) -> tuple[PeriodicGrid, PeriodicGrid | None, list[str]]:
-    """The fine grid (even shape when coarse-to-fine) and its half-resolution sub-grid."""
+    """Return the fine grid (even shape when coarse-to-fine) and its half-resolution sub-grid."""
     from screening.errors import GridTooLargeError
 
     lattice = framework.lattice_matrix_A
@@ -300,22 +300,25 @@ def analyse_candidate(
             structure, mobile_ion or parameters.ion, candidate_id=candidate_id
         )
     lap("framework")
+    # The force field first: a missing parameter is the cause to report, even though the
+    # elastic estimate (which needs bond parameters too) would also fail.
+    make_pair_field = functools.partial(
+        build_pair_field,
+        framework,
+        cutoff_A=parameters.cutoff_A,
+        switch_width_A=parameters.switch_width_A,
+        site_exclusion_radius_A=parameters.site_exclusion_radius_A,
+        candidate_id=candidate_id,
+    )
+    pair_field = make_pair_field()
     elastic_data = _elastic_for(framework, elastic, candidate_id)
-    thermal_rms = None
     if parameters.thermal_smearing:
         masses = np.array([Element(el).atomic_mass for el in framework.elements], dtype=float)
         atoms = framework.occupancies.sum() + framework.mobile_occupancies.sum()
         thermal_rms = debye_thermal_rms_A(
             masses, parameters.temperature_K, elastic_data, atoms / framework.volume_A3
         )
-    pair_field = build_pair_field(
-        framework,
-        cutoff_A=parameters.cutoff_A,
-        switch_width_A=parameters.switch_width_A,
-        site_exclusion_radius_A=parameters.site_exclusion_radius_A,
-        thermal_rms_A=thermal_rms,
-        candidate_id=candidate_id,
-    )
+        pair_field = make_pair_field(thermal_rms_A=thermal_rms)
     lap("elastic")
 
     fine, coarse, notes = _grids(framework, parameters, candidate_id)
@@ -387,7 +390,7 @@ def analyse_candidate(
 
 
 def transverse_curvatures(hessians_eV_per_A2: np.ndarray, tangents: np.ndarray) -> np.ndarray:
-    """The two curvatures of U across the path (eV/A^2), shape (P, 2), ascending.
+    """Return the two curvatures of U across the path (eV/A^2), shape (P, 2), ascending.
 
     Eigenvalues of P H P with P = 1 - t t^T, without the zero along t.
     """

@@ -251,7 +251,7 @@ def radial_terms(
             field.exclusion_radius_A + EXCLUSION_HALF_WIDTH_A,
             derivatives,
         )
-        on = (1.0 - inner[0],) + tuple(-x for x in inner[1:])
+        on = (1.0 - inner[0], *(-x for x in inner[1:]))
         phi = np.where(on[0] > 0, phi, 0.0)  # the bare term is infinite on the site itself
         if dphi is not None:
             dphi = np.where(on[0] > 0, dphi, 0.0)
@@ -262,7 +262,7 @@ def radial_terms(
 
 
 def _bare_pair_energy(r: np.ndarray, field: PairField, type_index: int) -> np.ndarray:
-    """The unswitched pair energy phi(r), eV."""
+    """Return the unswitched pair energy phi(r), eV."""
     if field.is_morse[type_index]:
         d0 = field.morse_d0_eV[type_index]
         e = np.exp(field.morse_alpha_per_A[type_index] * (field.morse_rmin_A[type_index] - r))
@@ -283,8 +283,8 @@ def _smeared_spline(field: PairField, type_index: int) -> CubicSpline:
         phi_bar(r) = 1/(sigma sqrt(2 pi) r) int_0^inf r' phi(r')
                      [exp(-(r - r')^2 / 2 sigma^2) - exp(-(r + r')^2 / 2 sigma^2)] dr',
 
-    evaluated by the trapezoid rule on a grid of min(0.005 A, sigma/4) (r' phi(r') is finite at 0 for both
-    terms) and interpolated with a cubic spline whose derivatives give phi_bar' and
+    evaluated by the trapezoid rule on a grid of min(0.005 A, sigma/4) (r' phi(r') is finite
+    at 0 for both terms) and interpolated with a cubic spline whose derivatives give phi_bar' and
     phi_bar''. Cached per parameter set.
     """
     sigma = float(field.thermal_rms_A[type_index])  # type: ignore[index]

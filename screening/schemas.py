@@ -30,6 +30,7 @@ def finite_or_none(value: float | None) -> float | None:
 
 
 def matrix_list(array: np.ndarray | None) -> list[list[float]] | None:
+    """Convert a 3x3 array to nested lists for JSON (None stays None)."""
     if array is None:
         return None
     return [[float(x) for x in row] for row in np.asarray(array)]
@@ -166,7 +167,7 @@ class CandidateResult(BaseModel):
         cause: str | None = None,
         ion: str | None = None,
     ) -> CandidateResult:
-        """A failed row: the candidate, a one-line error naming it, and the cause."""
+        """Build a failed row: the candidate, a one-line error naming it, and the cause."""
         if isinstance(error, IondragError):
             status: Status = "failed"
             cause = cause or error.cause
@@ -196,7 +197,7 @@ class CandidateResult(BaseModel):
         )
 
     def ranking_row(self) -> dict[str, Any]:
-        """The flat row of the ranking table (columns of the design contract and more)."""
+        """Return the flat row of the ranking table (columns of the design contract and more)."""
         return {
             "candidate_id": self.candidate_id,
             "formula": self.formula,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
-from pymatgen.core import Composition, Element, Species, Structure
+from pymatgen.core import Composition, DummySpecies, Element, Species, Structure
 
 from screening.errors import (
     InvalidStructureError,
@@ -303,7 +303,9 @@ def _bond_valence(structure: Structure) -> Structure | None:
                 by_element: dict[str, set[float]] = {}
                 for site in decorated:
                     for sp in site.species:
-                        by_element.setdefault(sp.symbol, set()).add(float(sp.oxi_state))
+                        by_element.setdefault(sp.symbol, set()).add(
+                            float(getattr(sp, "oxi_state", 0.0) or 0.0)
+                        )
                 if not _plausible(decorated):
                     return None  # the full cell would give the same implausible states
                 if all(len(v) == 1 for v in by_element.values()):
@@ -331,7 +333,9 @@ def _species_key(symbol: str, state: int) -> str:
     return f"{symbol}{magnitude}{'+' if state > 0 else '-'}"
 
 
-def _element_options(element: Element, is_most_electronegative: bool) -> list[tuple[int, float]]:
+def _element_options(
+    element: Element | Species, is_most_electronegative: bool
+) -> list[tuple[int, float]]:
     """(state, log prior) pairs: ICSD-observed states with their occurrence frequency."""
     occurrence = _icsd_occurrence()
     states = sorted(set(element.common_oxidation_states) | set(element.icsd_oxidation_states))
@@ -348,7 +352,7 @@ def _element_options(element: Element, is_most_electronegative: bool) -> list[tu
 def balanced_common_states(
     composition: Composition, tolerance: float = CHARGE_BALANCE_TOLERANCE
 ) -> dict[str, float] | None:
-    """The most probable oxidation states given the composition, balanced within a tolerance.
+    """Find the most probable oxidation states given the composition, balanced within a tolerance.
 
     Handles non-integer compositions (partial occupancies, refinement noise), where
     pymatgen's integer guesses fail. Every element tries the oxidation states observed in
@@ -447,6 +451,13 @@ def prepare_framework(
     """
     if len(structure) == 0:
         raise InvalidStructureError("the structure has no sites", candidate_id)
+    unknown = sorted(
+        {str(sp) for site in structure for sp in site.species if isinstance(sp, DummySpecies)}
+    )
+    if unknown:
+        raise InvalidStructureError(
+            f"species that are not chemical elements: {', '.join(unknown)}", candidate_id
+        )
     mobile = choose_mobile_ion(structure, mobile_ion, candidate_id)
     check_structure(structure, candidate_id, min_distance_A, mobile_ion=mobile)
     assignment = assign_oxidation_states(structure, candidate_id)

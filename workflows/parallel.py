@@ -39,6 +39,9 @@ THREAD_VARIABLES: tuple[str, ...] = (
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 
+#: How often a worker checks that the process that started it is still alive (s).
+PARENT_CHECK_S: float = 1.0
+
 
 def _score(
     candidate: Candidate, parameters: ScreeningParameters, keep_grids: bool
@@ -65,13 +68,35 @@ def _single_threaded_children() -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: exit as soon as the process that started this worker is gone.
+
+    A screen killed with SIGKILL (``kill -9``, the OOM killer) cannot stop its workers, and
+    a worker waiting for its next task would otherwise wait forever (an orphan holding its
+    memory). A daemon thread polls the parent pid and ends the worker when it changes.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="iondrag-parent-watch", daemon=True).start()
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
     pool = _POOLS.get(workers)
     if pool is None:
         import multiprocessing
 
         pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
         )
         _POOLS[workers] = pool
     return pool

@@ -54,7 +54,7 @@ def _rotate_voigt(voigt, rotation):
     full = voigt_to_tensor(voigt)
     rotated = np.einsum("ia,jb,kc,ld,abcd->ijkl", rotation, rotation, rotation, rotation, full)
     pairs = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
-    return np.array([[rotated[i, j, k, l] for (k, l) in pairs] for (i, j) in pairs])
+    return np.array([[rotated[i, j, k, m] for (k, m) in pairs] for (i, j) in pairs])
 
 
 def test_lambda_rotates_with_the_crystal():

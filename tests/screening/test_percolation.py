@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from screening.paths import grid_percolating_path, resample, smooth
 from screening.percolation import percolation_energies, periodic_components
 from screening.potential import PeriodicGrid
-from screening.paths import grid_percolating_path, resample, smooth
 
 
 def _grid(n=24):
@@ -44,7 +44,7 @@ def test_channel_along_a():
 
 
 def test_layers_percolate_in_two_dimensions():
-    x, y, z = _grid()
+    x, _y, z = _grid()
     u = np.cos(2 * np.pi * z) + 0.0 * x
     result = percolation_energies(u, ceiling_eV=1.5)
     assert result.barriers_eV[1] == pytest.approx(0.0, abs=2e-3)

@@ -158,7 +158,7 @@ def test_coarse_to_fine_matches_full_evaluation(obelix, cid):
     assert np.isfinite(full.energy_grid_eV).all()
     assert refined.grid.shape == full.grid.shape
     for d in (1, 2, 3):
-        if "E_%dD from the coarse grid" % d in " ".join(refined.notes):
+        if f"E_{d}D from the coarse grid" in " ".join(refined.notes):
             assert refined.percolation.energies_eV[d] == pytest.approx(
                 full.percolation.energies_eV[d], abs=0.25
             )

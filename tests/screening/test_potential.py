@@ -73,7 +73,7 @@ def test_missing_pair_names_candidate():
         [[0, 0, 0.25], [1 / 3, 2 / 3, 0.583], [1 / 3, 2 / 3, 0.25]],
     )
     framework = prepare_framework(li3p)
-    with pytest.raises(MissingParametersError, match="li3p-test.*Li\\+1-P-3"):
+    with pytest.raises(MissingParametersError, match=r"li3p-test.*Li\+1-P-3"):
         build_pair_field(framework, candidate_id="li3p-test")
 
 
@@ -82,7 +82,8 @@ def test_gradient_and_hessian_match_finite_differences(field):
     points = rng.random((12, 3)) @ field.lattice_matrix_A
     # and points in the exclusion shell of the partial P site
     p_site = field.frac_coords[np.flatnonzero(field.excluded)[0]] @ field.lattice_matrix_A
-    points = np.vstack([points, p_site + [[1.9, 0.3, 0.1], [-1.5, 0.9, 0.7], [0.0, 0.0, 2.3]]])
+    shell = np.array([[1.9, 0.3, 0.1], [-1.5, 0.9, 0.7], [0.0, 0.0, 2.3]])
+    points = np.vstack([points, p_site + shell])
     values = evaluate_points(field, points, derivatives=2)
     h = 1e-5
     for axis in range(3):
@@ -176,7 +177,7 @@ def test_thermal_smearing_limits_and_derivatives(field):
         # a small displacement gives back the static term (to second order in it)
         static = radial_terms(r, field, index)[0]
         np.testing.assert_allclose(radial_terms(r, tiny, index)[0], static, rtol=2e-3, atol=1e-3)
-        phi, dphi, d2phi = radial_terms(r, smeared, index, 2)
+        phi, _dphi, d2phi = radial_terms(r, smeared, index, 2)
         # the Gaussian average of a convex term lies above it (Jensen); Morse walls are convex
         convex = d2phi > 0
         assert np.all(phi[convex & (r < 3.0)] >= static[convex & (r < 3.0)] - 1e-9)

@@ -72,6 +72,7 @@ ABLATION_NAMES = {
     "mobile_ion_density",
     "path_constant_drag",
     "global_lambda",
+    "homogenised",
     "path_formula",
     "overdamped",
 }
@@ -325,6 +326,7 @@ def synthetic_records(n: int = 30, seed: int = 0) -> list[dict[str, Any]]:
                 "log10_sigma_path_constant_drag": exp + 2.0,
                 "log10_sigma_global_lambda": exp + float(rng.normal(0, 0.5)),
                 "log10_sigma_path": None if i == 0 else exp - 1.0,
+                "log10_sigma_homogenised": exp + float(rng.normal(0, 2.0)),
                 "log10_sigma_overdamped": exp + 3.0 + float(rng.normal(0, 0.1)),
             }
         )
@@ -610,6 +612,7 @@ def test_obelix_subset_metrics_recomputed_independently(
     )
     for name, field in (
         ("path_formula", "log10_sigma_path"),
+        ("homogenised", "log10_sigma_homogenised"),
         ("overdamped", "log10_sigma_overdamped"),
     ):
         values = [e[field] for e in scored]
