@@ -27,7 +27,7 @@ import numpy as np
 from scipy.integrate import lebedev_rule
 
 from screening.errors import ElasticDataError
-from screening.units import GPA_PA
+from screening.units import EV_PER_A3_TO_GPA, GPA_PA
 
 #: Lebedev rule order used by default (590 points, exact to degree 41).
 DEFAULT_LEBEDEV_ORDER: int = 41
@@ -275,3 +275,44 @@ def debye_thermal_rms_A(
     omega_d = v_mean * (6.0 * np.pi**2 * atoms_per_A3 * 1e30) ** (1.0 / 3.0)
     mass = np.asarray(mass_amu, dtype=float) * AMU_KG
     return np.sqrt(3.0 * KB_J_PER_K * temperature_K / (mass * omega_d**2)) * 1e10
+
+
+def point_force_stiffness_eV_per_A2(
+    bulk_GPa: float, shear_GPa: float, radius_A: float | np.ndarray
+) -> float | np.ndarray:
+    """Return the static stiffness of an ion embedded in an elastic continuum, eV/A^2.
+
+    A rigid sphere of radius a in an infinite isotropic solid, pushed by a force F, moves by
+    u = F (5 - 6 nu) / (24 pi G (1 - nu) a) (Kelvin's point-force solution integrated over
+    the sphere; Lur'e, Three-dimensional problems of the theory of elasticity, 1964), so
+
+        k = F / u = 24 pi G a (1 - nu) / (5 - 6 nu),   nu = (3K - 2G) / (2 (3K + G)).
+
+    In the incompressible limit (nu = 1/2) this is 6 pi G a, the elastic twin of Stokes'
+    drag. It is the zero-frequency response of the same harmonic framework whose dynamic
+    response gives the drag (theory section 1): the static polaron shift of U.
+
+    Parameters
+    ----------
+    bulk_GPa, shear_GPa
+        Isotropic (Hill) moduli, GPa.
+    radius_A
+        Radius of the ion, A.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        k, eV/A^2.
+    """
+    if bulk_GPa <= 0 or shear_GPa <= 0:
+        raise ValueError("bulk and shear moduli must be positive (GPa)")
+    poisson = (3.0 * bulk_GPa - 2.0 * shear_GPa) / (2.0 * (3.0 * bulk_GPa + shear_GPa))
+    shear_eV_per_A3 = shear_GPa / EV_PER_A3_TO_GPA
+    return (
+        24.0
+        * np.pi
+        * shear_eV_per_A3
+        * np.asarray(radius_A)
+        * (1.0 - poisson)
+        / (5.0 - 6.0 * poisson)
+    )

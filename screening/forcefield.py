@@ -103,6 +103,11 @@ class PairField:
     thermal_rms_A
         Root-mean-square thermal displacement of each framework ion per Cartesian component,
         A (None: a static framework); pair terms are averaged over it (Debye-Waller).
+    relaxation_stiffness_eV_per_A2
+        Einstein spring constant k binding each framework ion to its site, eV/A^2 (None: a
+        frozen framework). Each pair term is then the relaxed pair energy
+        min_u [phi(r + u) + k u^2 / 2]: the partner ion gives way along the bond (see
+        :func:`screening.potential.relaxed_pair_energy`).
     excluded, exclusion_radius_A
         True for like-charged scatterers on sites shared with the mobile ion: site exclusion
         (see :func:`build_pair_field`) switches their term off within
@@ -126,6 +131,7 @@ class PairField:
     excluded: np.ndarray | None = None
     exclusion_radius_A: float = 0.0
     thermal_rms_A: np.ndarray | None = None
+    relaxation_stiffness_eV_per_A2: np.ndarray | None = None
 
     @property
     def n_scatterers(self) -> int:
@@ -170,6 +176,9 @@ class PairField:
                 np.zeros(self.n_scatterers)
                 if self.thermal_rms_A is None
                 else np.round(self.thermal_rms_A, 5),
+                np.zeros(self.n_scatterers)
+                if self.relaxation_stiffness_eV_per_A2 is None
+                else np.round(self.relaxation_stiffness_eV_per_A2, 6),
             ],
             axis=1,
         )
@@ -185,6 +194,7 @@ def build_pair_field(
     screening_factor: float = SCREENING_FACTOR,
     site_exclusion_radius_A: float = 0.0,
     thermal_rms_A: np.ndarray | None = None,
+    relaxation_stiffness_eV_per_A2: np.ndarray | None = None,
     candidate_id: str | None = None,
 ) -> PairField:
     """Resolve the BVSE parameters of every framework scatterer for the mobile ion.
@@ -213,6 +223,9 @@ def build_pair_field(
     thermal_rms_A
         Thermal rms displacement of each framework scatterer (A, one per entry of
         ``framework.elements``), or None for a static framework.
+    relaxation_stiffness_eV_per_A2
+        Static stiffness of each framework scatterer in its site (eV/A^2, one per entry of
+        ``framework.elements``), or None for a frozen framework.
     candidate_id
         Named in errors.
 
@@ -279,4 +292,7 @@ def build_pair_field(
         ),
         exclusion_radius_A=float(site_exclusion_radius_A),
         thermal_rms_A=None if thermal_rms_A is None else np.asarray(thermal_rms_A, float)[keep],
+        relaxation_stiffness_eV_per_A2=None
+        if relaxation_stiffness_eV_per_A2 is None
+        else np.asarray(relaxation_stiffness_eV_per_A2, float)[keep],
     )

@@ -16,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 #: Bumped with every change of the science code that changes its numbers (see fingerprint).
 SCIENCE_REVISION: int = 2
 
+#: Fields added after SCIENCE_REVISION 2 with the value that reproduces the earlier behaviour.
+#: At that value they are left out of :meth:`ScreeningParameters.fingerprint`, so results
+#: stored before the field existed (computed exactly that way) stay reusable; any other
+#: value enters the hash and never shares results with the default.
+_FINGERPRINT_NEUTRAL_DEFAULTS: dict[str, object] = {
+    "potential": "bvse",
+    "elastic": "given_or_estimate",
+    "framework_relaxation": "frozen",
+}
+
 
 class ScreeningParameters(BaseModel):
     """Physics and numerics of one screen. Units are in the field names."""
@@ -32,6 +42,12 @@ class ScreeningParameters(BaseModel):
         False,
         description="Average the pair terms over the framework ions' thermal displacements "
         "(Debye model from the elastic data): the second-order, Debye-Waller term of U.",
+    )
+    framework_relaxation: Literal["frozen", "elastic"] = Field(
+        "frozen",
+        description="'elastic': each framework ion gives way to the mobile ion along the "
+        "bond, held by the static stiffness of an ion in the candidate's elastic continuum "
+        "(screening.elastic.point_force_stiffness_eV_per_A2); 'frozen': the rigid framework.",
     )
     site_exclusion_radius_A: float = Field(
         0.0,
@@ -103,6 +119,23 @@ class ScreeningParameters(BaseModel):
     on_grid_too_large: Literal["coarsen", "refuse"] = Field(
         "coarsen", description="Coarsen the grid (with a warning) or refuse the candidate."
     )
+    potential: Literal["bvse", "chgnet"] = Field(
+        "bvse",
+        description="Crystal potential U(r) (eV) behind the result. bvse: bond-valence site "
+        "energies only. chgnet: in addition, the universal potential CHGNet re-evaluates U "
+        "along the BVSE percolating path (frozen framework, saddle Hessian) and its barrier "
+        "(eV) and path-formula log10 sigma (S/cm) are recorded as *_universal_* fields; the "
+        "headline stays BVSE (docs/universal.md: CHGNet along the BVSE path ranks measured "
+        "conductivities worse). Needs the ml extra.",
+    )
+    elastic: Literal["given_or_estimate", "chgnet"] = Field(
+        "given_or_estimate",
+        description="Elastic data behind Lambda (s^3/kg) for candidates without their own: "
+        "given_or_estimate: the bond-stiffness estimate; chgnet: a CHGNet elastic tensor "
+        "(GPa) from atomate2's force-field elastic workflow, run in the jobflow screen before "
+        "scoring (recorded as elastic_source; the estimate where that workflow fails). "
+        "Candidates with elastic data always use theirs. Needs the ml extra.",
+    )
 
     @field_validator("ion")
     @classmethod
@@ -128,10 +161,17 @@ class ScreeningParameters(BaseModel):
 
         Results are reused only for equal hashes; :data:`SCIENCE_REVISION` changes whenever
         the science code changes what it computes, so stored results of older code are not
-        mistaken for current ones.
+        mistaken for current ones. Fields of :data:`_FINGERPRINT_NEUTRAL_DEFAULTS` at their
+        neutral value are left out (the hash of a BVSE screen is what it was before they
+        existed); at any other value they are part of it (a CHGNet screen never reuses BVSE
+        results, nor the reverse).
         """
+        values = self.model_dump(mode="json")
+        for name, neutral in _FINGERPRINT_NEUTRAL_DEFAULTS.items():
+            if values.get(name) == neutral:
+                del values[name]
         payload = json.dumps(
-            {"parameters": self.model_dump(mode="json"), "science_revision": SCIENCE_REVISION},
+            {"parameters": values, "science_revision": SCIENCE_REVISION},
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -17,7 +17,12 @@ Steps (theory.md sections 1-4):
 5. the percolating path (Dijkstra on the grid, relaxed with the analytic gradient), U(s),
    gamma along it, the path mobility and Kramers' inertial factor at its saddle;
 6. the homogenised 3D diffusion tensor, the conductivity tensor (Nernst-Einstein) and the
-   Arrhenius fit over the requested temperatures.
+   Arrhenius fit over the requested temperatures;
+7. with ``parameters.potential == "chgnet"`` (ml extra): CHGNet along the BVSE path
+   (:mod:`screening.universal`), recorded in the ``*_universal_*`` fields next to the BVSE
+   result, which stays the headline (docs/universal.md: along the BVSE path CHGNet ranks
+   measured conductivities worse than BVSE). A CHGNet failure never fails the candidate:
+   ``universal_error`` and ``universal_error_cause`` say why.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import functools
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pymatgen.core import Element
@@ -46,6 +51,7 @@ from screening.elastic import (
     debye_thermal_rms_A,
     elastic_model,
     lambda_isotropic,
+    point_force_stiffness_eV_per_A2,
 )
 from screening.elastic_estimate import estimate_moduli_GPa
 from screening.errors import IondragError, NoPercolationError
@@ -76,8 +82,11 @@ from screening.schemas import (
 )
 from screening.settings import get_settings
 from screening.sources.base import Candidate, ElasticInput
-from screening.structures import Framework, prepare_framework
+from screening.structures import Framework, ionic_radii_A, prepare_framework
 from screening.units import S_PER_M_TO_S_PER_CM, thermal_energy_eV
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from screening.universal import UniversalSettings
 
 #: Ablation "path formula with a constant friction": one friction for every material, kg/s
 #: (the size of H Lambda H at a typical saddle, theory.md section 5: 7.6e-14 kg/s). Rankings
@@ -312,13 +321,25 @@ def analyse_candidate(
     )
     pair_field = make_pair_field()
     elastic_data = _elastic_for(framework, elastic, candidate_id)
+    thermal_rms = stiffness = None
     if parameters.thermal_smearing:
         masses = np.array([Element(el).atomic_mass for el in framework.elements], dtype=float)
         atoms = framework.occupancies.sum() + framework.mobile_occupancies.sum()
         thermal_rms = debye_thermal_rms_A(
             masses, parameters.temperature_K, elastic_data, atoms / framework.volume_A3
         )
-        pair_field = make_pair_field(thermal_rms_A=thermal_rms)
+    if parameters.framework_relaxation == "elastic":
+        stiffness = np.asarray(
+            point_force_stiffness_eV_per_A2(
+                elastic_data.bulk_modulus_GPa,
+                elastic_data.shear_modulus_GPa,
+                ionic_radii_A(framework.elements, framework.charges_e),
+            )
+        )
+    if thermal_rms is not None or stiffness is not None:
+        pair_field = make_pair_field(
+            thermal_rms_A=thermal_rms, relaxation_stiffness_eV_per_A2=stiffness
+        )
     lap("elastic")
 
     fine, coarse, notes = _grids(framework, parameters, candidate_id)
@@ -713,26 +734,123 @@ def result_document(
     )
 
 
+#: CandidateResult fields taken from :func:`screening.universal.universal_fields`.
+UNIVERSAL_RESULT_FIELDS: tuple[str, ...] = (
+    "potential_backend",
+    "barrier_universal_eV",
+    "log10_sigma_universal_S_per_cm",
+    "drag_saddle_universal_kg_per_s",
+    "kramers_factor_universal",
+    "universal_path",
+    "universal_details",
+    "universal_error",
+    "universal_error_cause",
+)
+
+
+def universal_result_fields(
+    structure: Any,
+    analysis: Analysis,
+    parameters: ScreeningParameters,
+    *,
+    candidate_id: str | None = None,
+    settings: UniversalSettings | None = None,
+) -> tuple[dict[str, Any], list[str], float]:
+    """CHGNet along the BVSE path of ``analysis``; never raises for a candidate.
+
+    Returns
+    -------
+    fields
+        The :data:`UNIVERSAL_RESULT_FIELDS` of the document (None numbers and the error
+        with its cause when CHGNet failed: ml extra missing, ordering, supercell above
+        ``settings.max_atoms``, a model failure, or an unexpected exception).
+    notes
+        Warnings of the CHGNet evaluation (e.g. the path runs through an atom of the
+        ordered realisation of a disordered framework).
+    seconds
+        Wall time of the CHGNet evaluation, s.
+    """
+    from screening.universal import chgnet_path_profile, universal_fields, universal_transport
+
+    started = time.perf_counter()
+    notes: list[str] = []
+    try:
+        result = chgnet_path_profile(
+            structure, analysis, settings=settings, candidate_id=candidate_id
+        )
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # IondragError with its cause; anything else: internal_error
+        fields = universal_fields(None, None, error=_named(error, candidate_id))
+    else:
+        notes = [f"universal potential (CHGNet): {note}" for note in result.notes]
+        try:
+            with np.errstate(over="ignore", under="ignore"):
+                transport = universal_transport(result, analysis, parameters)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # the profile is kept, the conductivity is not
+            fields = universal_fields(result, None)
+            failed = universal_fields(None, None, error=_named(error, candidate_id))
+            fields["universal_error"] = failed["universal_error"]
+            fields["universal_error_cause"] = failed["universal_error_cause"]
+        else:
+            fields = universal_fields(result, transport)
+    fields = {name: fields.get(name) for name in UNIVERSAL_RESULT_FIELDS}
+    return fields, notes, time.perf_counter() - started
+
+
+def _named(error: BaseException, candidate_id: str | None) -> BaseException:
+    """Return the error naming the candidate (IondragError) or with its type (others)."""
+    if isinstance(error, IondragError):
+        return error.with_candidate(candidate_id) if candidate_id else error
+    prefix = f"{candidate_id}: " if candidate_id else ""
+    return RuntimeError(f"{prefix}{type(error).__name__}: {error}")  # cause: internal_error
+
+
+def _failure(
+    candidate: Candidate,
+    error: BaseException | str,
+    parameters: ScreeningParameters,
+    **kwargs: Any,
+) -> CandidateResult:
+    """Return a failed document of this screen (its potential backend recorded)."""
+    document = CandidateResult.from_failure(
+        candidate,
+        error,
+        temperature_K=parameters.temperature_K,
+        parameters_fingerprint=parameters.fingerprint(),
+        **kwargs,
+    )
+    document.potential_backend = parameters.potential
+    return document
+
+
 def score_candidate(
     candidate: Candidate,
     parameters: ScreeningParameters,
     *,
     keep_grids: bool = False,
+    universal_settings: UniversalSettings | None = None,
 ) -> tuple[CandidateResult, CandidateGrids | None]:
     """Score one candidate; never raises for a bad candidate.
 
     Returns the result document (status ``failed`` with a one-line error naming the
     candidate for documented bad input, ``error`` for an unexpected exception) and, when
     asked and scored, the grids for the data store.
+
+    With ``parameters.potential == "chgnet"`` a scored candidate also gets CHGNet along its
+    BVSE path (:func:`universal_result_fields`, numerics ``universal_settings``, default
+    :class:`screening.universal.UniversalSettings`); the BVSE fields are unchanged and stay
+    the headline, and a CHGNet failure is recorded in ``universal_error`` /
+    ``universal_error_cause`` without failing the candidate.
     """
-    fingerprint = parameters.fingerprint()
     if not candidate.ok:
         return (
-            CandidateResult.from_failure(
+            _failure(
                 candidate,
                 candidate.load_error or "no structure",
-                temperature_K=parameters.temperature_K,
-                parameters_fingerprint=fingerprint,
+                parameters,
                 cause=candidate.load_error_cause or "parse_error",
             ),
             None,
@@ -751,29 +869,34 @@ def score_candidate(
             )
             document = result_document(candidate, analysis, parameters)
     except IondragError as error:
-        return (
-            CandidateResult.from_failure(
-                candidate,
-                error,
-                temperature_K=parameters.temperature_K,
-                parameters_fingerprint=fingerprint,
-                ion=parameters.ion or candidate.mobile_ion,
-            ),
-            None,
-        )
+        return _failure(
+            candidate, error, parameters, ion=parameters.ion or candidate.mobile_ion
+        ), None
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as error:  # a bug must not stop the screen; it is recorded as "error"
-        return (
-            CandidateResult.from_failure(
-                candidate,
-                error,
-                temperature_K=parameters.temperature_K,
-                parameters_fingerprint=fingerprint,
-                ion=parameters.ion or candidate.mobile_ion,
-            ),
-            None,
+        return _failure(
+            candidate, error, parameters, ion=parameters.ion or candidate.mobile_ion
+        ), None
+    if parameters.elastic == "chgnet" and candidate.elastic is None:
+        reason = candidate.provenance.get("elastic_chgnet_error") or (
+            "no CHGNet elastic tensor reached this candidate (the jobflow screen computes "
+            "them before scoring)"
         )
+        document.warnings.append(
+            f"elastic='chgnet' but {reason}: Lambda from {document.elastic_source}"
+        )
+    if parameters.potential == "chgnet":
+        fields, notes, seconds = universal_result_fields(
+            candidate.structure,
+            analysis,
+            parameters,
+            candidate_id=candidate.candidate_id,
+            settings=universal_settings,
+        )
+        document = document.model_copy(update=fields)
+        document.warnings.extend(notes)
+        document.seconds["universal"] = round(seconds, 4)
     document.seconds["total"] = round(time.perf_counter() - started, 4)
     grids = None
     if keep_grids:

@@ -19,6 +19,7 @@ Units: positions A, U eV, gradient eV/A, Hessian eV/A^2.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -215,7 +216,12 @@ def radial_terms(
     applied.
     """
     rms = 0.0 if field.thermal_rms_A is None else float(field.thermal_rms_A[type_index])
-    if rms > 0:
+    if field.relaxation_stiffness_eV_per_A2 is not None:
+        spline = _relaxed_spline(field, type_index)
+        phi = spline(r)
+        dphi = spline(r, 1) if derivatives >= 1 else None
+        d2phi = spline(r, 2) if derivatives >= 2 else None
+    elif rms > 0:
         spline = _smeared_spline(field, type_index)
         phi = spline(r)
         dphi = spline(r, 1) if derivatives >= 1 else None
@@ -317,6 +323,90 @@ def _smeared_spline(field: PairField, type_index: int) -> CubicSpline:
         values[start : start + 256] = norm / t[:, 0] * (kernel @ weight) * step
     spline = CubicSpline(targets, values, extrapolate=True)
     _SMEARED_SPLINES[key] = spline
+    return spline
+
+
+def relaxed_pair_energy(
+    phi: Callable[[np.ndarray], np.ndarray],
+    r_A: np.ndarray,
+    stiffness_eV_per_A2: float,
+    max_shift_A: float = 1.5,
+    step_A: float = 0.002,
+) -> np.ndarray:
+    """Pair energy with the partner ion relaxed along the bond, eV.
+
+    The framework ion is bound to its site by a spring of constant k and gives way to the
+    mobile ion along the line that joins them (the only direction the radial force acts in):
+
+        phi_R(r) = min_u [phi(r + u) + k u^2 / 2],   |u| <= max_shift_A.
+
+    Each partner relaxes independently (no framework-framework coupling beyond k), which is
+    the pair-additive limit of the harmonic framework of theory section 1. phi_R <= phi, and
+    by the envelope theorem phi_R'(r) = phi'(r + u*) = -k u*: the force is unchanged, the
+    steep walls (bottlenecks) soften most. Minimised on a grid of u (``step_A``), refined by
+    a parabola through the best point and its neighbours.
+
+    Parameters
+    ----------
+    phi
+        Pair energy phi(r) (eV) of the distance (A), vectorised.
+    r_A
+        Distances, A, shape (N,).
+    stiffness_eV_per_A2
+        k, eV/A^2 (positive).
+    max_shift_A, step_A
+        Range and resolution of the displacement u, A.
+
+    Returns
+    -------
+    numpy.ndarray
+        phi_R at ``r_A``, eV.
+    """
+    if stiffness_eV_per_A2 <= 0:
+        raise ValueError("the relaxation stiffness must be positive (eV/A^2)")
+    shifts = np.arange(-max_shift_A, max_shift_A + step_A / 2, step_A)
+    r = np.asarray(r_A, dtype=float)[:, None]
+    moved = np.maximum(r + shifts[None, :], 1e-3)  # the partner never crosses the ion
+    total = phi(moved.ravel()).reshape(moved.shape) + 0.5 * stiffness_eV_per_A2 * shifts**2
+    best = np.clip(np.argmin(total, axis=1), 1, len(shifts) - 2)
+    rows = np.arange(len(r))
+    left, mid, right = total[rows, best - 1], total[rows, best], total[rows, best + 1]
+    curvature = left - 2.0 * mid + right
+    with np.errstate(divide="ignore", invalid="ignore"):
+        offset = np.where(curvature > 0, 0.5 * (left - right) / curvature, 0.0)
+    return mid - 0.25 * (left - right) * np.clip(offset, -1.0, 1.0)
+
+
+_RELAXED_SPLINES: dict[tuple[float, ...], CubicSpline] = {}
+
+
+def _relaxed_spline(field: PairField, type_index: int) -> CubicSpline:
+    """Cubic spline of the relaxed pair energy (:func:`relaxed_pair_energy`), cached."""
+    stiffness = float(field.relaxation_stiffness_eV_per_A2[type_index])  # type: ignore[index]
+    rms = 0.0 if field.thermal_rms_A is None else float(field.thermal_rms_A[type_index])
+    key = (
+        float(field.is_morse[type_index]),
+        float(np.nan_to_num(field.morse_d0_eV[type_index])),
+        float(np.nan_to_num(field.morse_rmin_A[type_index])),
+        float(np.nan_to_num(field.morse_alpha_per_A[type_index])),
+        float(np.nan_to_num(field.coulomb_prefactor_eV_A[type_index])),
+        float(np.nan_to_num(field.coulomb_screening_A[type_index])),
+        round(rms, 5),
+        round(stiffness, 6),
+        field.cutoff_A,
+    )
+    spline = _RELAXED_SPLINES.get(key)
+    if spline is not None:
+        return spline
+
+    def base(r: np.ndarray) -> np.ndarray:
+        if rms > 0:
+            return np.asarray(_smeared_spline(field, type_index)(r))
+        return _bare_pair_energy(r, field, type_index)
+
+    targets = np.arange(0.05, field.cutoff_A + 0.5, 0.01)
+    spline = CubicSpline(targets, relaxed_pair_energy(base, targets, stiffness))
+    _RELAXED_SPLINES[key] = spline
     return spline
 
 

@@ -147,6 +147,44 @@ class CandidateResult(BaseModel):
     arrhenius_temperatures_K: list[float] | None = None
     arrhenius_log10_sigma_S_per_cm: list[float] | None = None
 
+    # universal potential (parameters.potential == "chgnet"; docs/universal.md)
+    potential_backend: Literal["bvse", "chgnet"] = Field(
+        "bvse",
+        description="parameters.potential of the screen: bvse, or chgnet (the BVSE result "
+        "plus CHGNet along the BVSE path in the *_universal_* fields). The headline is BVSE "
+        "either way: CHGNet along the BVSE path ranked measured conductivities worse.",
+    )
+    barrier_universal_eV: float | None = Field(
+        None, description="CHGNet: max - min of U along the (relaxed) BVSE path."
+    )
+    log10_sigma_universal_S_per_cm: float | None = Field(
+        None,
+        description="CHGNet: path formula with the CHGNet profile and saddle friction "
+        "(isotropic tr/3 of the channel, Kramers factor as parameters.inertia_correction).",
+    )
+    drag_saddle_universal_kg_per_s: float | None = Field(
+        None, description="CHGNet: t (H Lambda H) t at the CHGNet saddle."
+    )
+    kramers_factor_universal: float | None = Field(
+        None, description="CHGNet: Kramers' factor at the CHGNet saddle."
+    )
+    universal_path: dict[str, list[float]] | None = Field(
+        None, description="CHGNet profile: arc_length_A and energy_eV (relative to its minimum)."
+    )
+    universal_details: dict[str, Any] | None = Field(
+        None,
+        description="CHGNet run summary: saddle Hessian (eV/A^2), calls, seconds, supercell, "
+        "ordering of disorder, notes (screening.universal.UniversalPathResult.summary).",
+    )
+    universal_error: str | None = Field(
+        None, description="Why CHGNet failed for this candidate (the BVSE result is kept)."
+    )
+    universal_error_cause: str | None = Field(
+        None,
+        description="Machine-readable cause: ml_extra_missing, ordering, universal_too_large, "
+        "universal_potential or internal_error.",
+    )
+
     # bookkeeping
     path: PathProfile | None = None
     framework: dict[str, Any] = Field(default_factory=dict)
@@ -228,6 +266,10 @@ class CandidateResult(BaseModel):
             "damping_regime": self.damping_regime,
             "activation_energy_eV": self.activation_energy_eV,
             "elastic_source": self.elastic_source,
+            "potential_backend": self.potential_backend,
+            "barrier_universal_eV": self.barrier_universal_eV,
+            "log10_sigma_universal_S_per_cm": self.log10_sigma_universal_S_per_cm,
+            "universal_error_cause": self.universal_error_cause,
             "experimental_sigma_S_per_cm": self.experimental_sigma_S_per_cm,
             "status": self.status,
             "error": self.error,

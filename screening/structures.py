@@ -18,8 +18,10 @@ Units: lengths in angstrom, charges in e, densities in SI (kg/m^3, m^-3).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -520,3 +522,21 @@ def prepare_framework(
         formula=structure.composition.reduced_formula,
         notes=notes,
     )
+
+
+def ionic_radii_A(elements: Sequence[str], charges_e: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Ionic radius of each (element, charge), A.
+
+    pymatgen's Shannon radius of the nearest integer oxidation state (its average over
+    coordinations), else the element's average ionic radius, else its atomic radius.
+    """
+    radii = []
+    for element, charge in zip(elements, charges_e, strict=True):
+        radius = None
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            radius = Species(element, round(float(charge))).ionic_radius
+        if radius is None:
+            el = Element(element)
+            radius = float(el.average_ionic_radius) or el.atomic_radius
+        radii.append(float(radius) if radius else 1.0)
+    return np.array(radii)

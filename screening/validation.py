@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -56,9 +56,13 @@ from screening import __version__
 from screening.parameters import ScreeningParameters
 from screening.units import thermal_energy_eV
 
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from screening.sources.base import Candidate
+
 __all__ = [
     "ABLATIONS",
     "DATA_ATTRIBUTION",
+    "OPTIONAL_PREDICTORS",
     "PREDICTORS",
     "THRESHOLD_S_PER_CM",
     "UPPER_BOUND_POLICY",
@@ -476,6 +480,9 @@ class Predictor:
     field: str
     kind: str
     description: str
+    missing_is_infinite: bool = True
+    """For ``barrier``: a missing value is no percolation (an infinite barrier, ranked
+    last); False: the predictor was not computed for that structure (left out)."""
 
 
 PREDICTORS: tuple[Predictor, ...] = (
@@ -538,6 +545,26 @@ PREDICTORS: tuple[Predictor, ...] = (
 #: The ablations (every predictor but the headline).
 ABLATIONS: tuple[Predictor, ...] = PREDICTORS[1:]
 
+#: Predictors evaluated only when some scored record has them (``--potential chgnet``).
+OPTIONAL_PREDICTORS: tuple[Predictor, ...] = (
+    Predictor(
+        "universal_sigma",
+        "log10_sigma_universal_S_per_cm",
+        "log10_sigma",
+        "(g) CHGNet along the BVSE path: path formula with the CHGNet profile and saddle "
+        "friction (docs/universal.md)",
+        missing_is_infinite=False,
+    ),
+    Predictor(
+        "universal_barrier",
+        "barrier_universal_eV",
+        "barrier",
+        "(g') CHGNet barrier along the BVSE path, sigma = A exp(-E / k_B T) with a fitted A "
+        "(structures where CHGNet failed are left out)",
+        missing_is_infinite=False,
+    ),
+)
+
 
 def _predictor_values(
     records: Sequence[dict[str, Any]], predictor: Predictor, temperature_K: float
@@ -553,7 +580,8 @@ def _predictor_values(
         dtype=float,
     )
     if predictor.kind == "barrier":
-        raw = np.where(np.isnan(raw), np.inf, raw)
+        if predictor.missing_is_infinite:
+            raw = np.where(np.isnan(raw), np.inf, raw)
         absolute = -raw / (thermal_energy_eV(temperature_K) * math.log(10.0))
         return -raw, absolute
     if predictor.kind == "log_density":
@@ -648,7 +676,10 @@ def evaluate_records(
     sigma = 10.0**measured
     positive = (sigma > THRESHOLD_S_PER_CM) & ~bound
     classifiable = ~bound | (sigma <= THRESHOLD_S_PER_CM)
-    values = {p.name: _predictor_values(scored, p, temperature_K) for p in PREDICTORS}
+    predictors = PREDICTORS + tuple(
+        p for p in OPTIONAL_PREDICTORS if any(r.get(p.field) is not None for r in scored)
+    )
+    values = {p.name: _predictor_values(scored, p, temperature_K) for p in predictors}
     headline_scores = values["headline"][0]
     results: dict[str, Any] = {"headline": {}, "ablations": {}, "per_family": {}}
     constant = censored_best_shift(np.zeros(len(scored)), measured, bound)
@@ -659,7 +690,7 @@ def evaluate_records(
         "log10_sigma": None if constant is None else constant[0],
         "mae_log10": None if constant is None else constant[1],
     }
-    for p in PREDICTORS:
+    for p in predictors:
         scores, absolute = values[p.name]
         metrics: dict[str, Any] = {
             "description": p.description,
@@ -714,11 +745,21 @@ _RESULT_FIELDS: dict[str, str] = {
     "kramers_factor": "kramers_factor",
     "damping_regime": "damping_regime",
     "elastic_source": "elastic_source",
+    "log10_sigma_universal_S_per_cm": "log10_sigma_universal_S_per_cm",
+    "barrier_universal_eV": "barrier_universal_eV",
+    "universal_error_cause": "universal_error_cause",
 }
 
 
-def _score_file(cif_path: str, parameters: ScreeningParameters) -> dict[str, Any]:
-    """Load and score one CIF; return the compact per-structure fields (never raises)."""
+def _score_file(
+    cif_path: str,
+    parameters: ScreeningParameters,
+    prepare: Callable[[Candidate], Candidate] | None = None,
+) -> dict[str, Any]:
+    """Load (``prepare``) and score one CIF; return the compact per-structure fields.
+
+    Never raises for a structure.
+    """
     from screening.pipeline import score_candidate
     from screening.sources.cif import load_cif_candidate
 
@@ -728,6 +769,8 @@ def _score_file(cif_path: str, parameters: ScreeningParameters) -> dict[str, Any
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             candidate = load_cif_candidate(cif_path)
+            if prepare is not None:
+                candidate = prepare(candidate)
             result, _ = score_candidate(candidate, parameters)
     except (MemoryError, KeyboardInterrupt):
         raise
@@ -768,6 +811,7 @@ def _score_all(
     parameters: ScreeningParameters,
     workers: int,
     report: Callable[[int, str, dict[str, Any]], None],
+    prepare: Callable[[Candidate], Candidate] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score every path (in ``workers`` processes when more than one); id -> record."""
     out: dict[str, dict[str, Any]] = {}
@@ -776,7 +820,7 @@ def _score_all(
         try:
             with ProcessPoolExecutor(max_workers=min(workers, len(paths))) as pool:
                 futures = {
-                    pool.submit(_score_file, str(path), parameters): ident
+                    pool.submit(_score_file, str(path), parameters, prepare): ident
                     for path, ident in zip(paths, ids, strict=True)
                 }
                 for future in as_completed(futures):
@@ -802,7 +846,7 @@ def _score_all(
                 stacklevel=3,
             )
     for path, ident in zip(paths, ids, strict=True):
-        out[ident] = _score_file(str(path), parameters)
+        out[ident] = _score_file(str(path), parameters, prepare)
         report(len(out), ident, out[ident])
     return out
 
@@ -1133,6 +1177,7 @@ def run_validation(
     png_out: Path | None = None,
     limit: int | None = None,
     progress: bool = False,
+    prepare_candidate: Callable[[Candidate], Candidate] | None = None,
 ) -> ValidationReport:
     """Score the CIFs of ``cifs_dir`` named in ``table_csv`` and compare with the measurements.
 
@@ -1153,6 +1198,11 @@ def run_validation(
         Score only the first ``limit`` IDs in sorted order (quick runs).
     progress
         Print one line per structure to stderr.
+    prepare_candidate
+        Applied to each loaded candidate before scoring (a module-level function when
+        ``workers`` > 1), e.g. ``workflows.ml.candidate_with_chgnet_elastic`` for
+        ``parameters.elastic == "chgnet"``; without it such candidates keep the estimate
+        (with a warning).
 
     Returns
     -------
@@ -1202,7 +1252,9 @@ def run_validation(
         )
 
     started = time.perf_counter()
-    scored = _score_all([files[i] for i in ids], parameters, workers, report_line)
+    scored = _score_all(
+        [files[i] for i in ids], parameters, workers, report_line, prepare_candidate
+    )
     wall = time.perf_counter() - started
     records = []
     for ident in ids:

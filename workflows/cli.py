@@ -111,8 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--max-ehull", type=_float, help="largest energy above hull, eV/atom")
     mp.add_argument("--max-sites", type=_positive_int, help="most sites per cell")
     mp.add_argument("--max-candidates", type=_positive_int, help="keep at most N materials")
+    screen.add_argument(
+        "--ids",
+        help="with --source embedded: screen only these candidate ids, comma-separated "
+        "(e.g. lif-fm3m,li2o-fm3m)",
+    )
     physics = screen.add_argument_group("physics")
     physics.add_argument("--ion", help="mobile species (default: each candidate's own)")
+    _add_backend_options(physics)
     physics.add_argument("--temperature", type=_float, default=300.0, help="K (default 300)")
     physics.add_argument(
         "--grid", type=_float, default=0.2, help="potential grid spacing, Å (default 0.2)"
@@ -197,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--temperature", type=_float, default=300.0, help="K (default 300)")
     validate.add_argument("--grid", type=_float, default=0.2, help="Å (default 0.2)")
     validate.add_argument("--ion", help="mobile species (default: each candidate's own)")
+    _add_backend_options(validate)
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
     validate.add_argument(
         "--param",
@@ -209,9 +216,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_backend_options(group: Any) -> None:
+    """--potential and --elastic (ScreeningParameters.potential / .elastic; ml extra)."""
+    group.add_argument(
+        "--potential",
+        choices=("bvse", "chgnet"),
+        default=None,
+        help="bvse (default): bond-valence potential; chgnet: also CHGNet along the BVSE "
+        "path, recorded as barrier_universal_eV and log10_sigma_universal_S_per_cm (the "
+        "headline stays BVSE; docs/universal.md; needs the ml extra)",
+    )
+    group.add_argument(
+        "--elastic",
+        choices=("given_or_estimate", "chgnet"),
+        default=None,
+        help="given_or_estimate (default): elastic data or the bond-stiffness estimate; "
+        "chgnet: atomate2's force-field elastic workflow with CHGNet for candidates without "
+        "elastic data (slow: about a minute for a small cubic cell; needs the ml extra)",
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, str]:
+    """ScreeningParameters fields set by --potential / --elastic (only when given)."""
+    return {
+        name: value
+        for name in ("potential", "elastic")
+        if (value := getattr(args, name, None)) is not None
+    }
+
+
+def _require_ml_extra(parameters: Any) -> None:
+    """Refuse, in one line, a CHGNet option without the ml extra (before any work).
+
+    Raises
+    ------
+    screening.universal.MissingMLExtraError
+        ``potential`` or ``elastic`` is ``"chgnet"`` and torch/chgnet (or, for the elastic
+        workflow, atomate2's force fields) cannot be imported.
+    """
+    wanted = [
+        f"--{name} chgnet"
+        for name in ("potential", "elastic")
+        if getattr(parameters, name) == "chgnet"
+    ]
+    if not wanted:
+        return
+    from importlib.util import find_spec
+
+    from screening.universal import MissingMLExtraError
+
+    modules = ["torch", "chgnet"]
+    if parameters.elastic == "chgnet":
+        modules.append("atomate2")
+    missing = []
+    for module in modules:
+        try:
+            found = find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(module)
+    if missing:
+        raise MissingMLExtraError(
+            f"{' and '.join(wanted)} needs the ml extra (missing: {', '.join(missing)}); "
+            "install it with `pip install torch==2.13.0 && pip install -e '.[ml]'`"
+        )
 
 
 def _one_line(error: BaseException) -> str:
@@ -383,8 +457,17 @@ def _screen(args: argparse.Namespace) -> int:
     }
     if arrhenius is not None:
         physics["arrhenius_temperatures_K"] = arrhenius
+    physics.update(_backend_options(args))
     physics.update(_param_options(getattr(args, "param", [])))
     parameters = _parameters_or_usage(**physics)
+    ids = None
+    if args.ids is not None:
+        if source != "embedded":
+            raise UsageError(f"--ids selects embedded candidates, not {source}")
+        ids = sorted({part.strip() for part in args.ids.split(",") if part.strip()})
+        if not ids:
+            raise UsageError(f"--ids needs candidate ids, got {args.ids!r}")
+    _require_ml_extra(parameters)
     if source == "mp":
         from pydantic import ValidationError
 
@@ -413,9 +496,17 @@ def _screen(args: argparse.Namespace) -> int:
         store_grids=args.store_grids,
         db_path=str(db_path),
         top_n=args.top,
-        **{name: getattr(parameters, name) for name in physics},
+        # every physics field the Maker mirrors (tests/workflows/test_maker.py), and those
+        # the user set (a field the Maker lacks then fails loudly instead of being dropped)
+        **{
+            name: getattr(parameters, name)
+            for name in type(parameters).model_fields
+            if name in physics or hasattr(ScreenMaker, name)
+        },
     )
-    options = mp_options if source == "mp" else None
+    options: dict[str, Any] | None = mp_options if source == "mp" else None
+    if ids is not None:
+        options = {"ids": ids}
     flow = maker.make(source, args.path, options=options, run_id=args.run_id)
     run_id = args.run_id or maker.run_id(source, args.path, options=options)
 
@@ -591,6 +682,17 @@ def _show_text(run_id: str, doc: CandidateResult) -> str:
             f"{_fmt(path.energy_eV[top], 'eV')} at s = {_fmt(path.arc_length_A[top], 'Å')}",
             f"U(s)        {_spark(path.energy_eV)}",
         ]
+    if doc.potential_backend == "chgnet":
+        if doc.universal_error_cause:
+            lines.append(f"chgnet      failed: {doc.universal_error} (BVSE result above kept)")
+        else:
+            lines.append(
+                f"chgnet      along the BVSE path: barrier {_fmt(doc.barrier_universal_eV, 'eV')}"
+                f"; path formula log10 sigma {_fmt(doc.log10_sigma_universal_S_per_cm)} "
+                "(diagnostic; the headline is BVSE)"
+            )
+            if doc.universal_path and doc.universal_path.get("energy_eV"):
+                lines.append(f"U_chgnet(s) {_spark(doc.universal_path['energy_eV'])}")
     if doc.warnings:
         lines.append("warnings    " + "; ".join(doc.warnings))
     return "\n".join(lines)
@@ -705,8 +807,9 @@ def _validate(args: argparse.Namespace) -> int:
         temperature_K=args.temperature,
         grid_spacing_A=args.grid,
         ion=args.ion,
-        **_param_options(args.param),
+        **{**_backend_options(args), **_param_options(args.param)},
     )
+    _require_ml_extra(parameters)
     for path, what in ((args.cifs, "CIF folder"), (args.table, "table")):
         if not Path(path).expanduser().exists():
             raise FileNotFoundError(f"{what} does not exist: {path}")
@@ -723,9 +826,19 @@ def _validate(args: argparse.Namespace) -> int:
         png_out=args.png,
         limit=args.limit,
         progress=not args.quiet,
+        prepare_candidate=_elastic_preparation(parameters),
     )
     print(report.summary_text())
     return 0
+
+
+def _elastic_preparation(parameters: Any) -> Any:
+    """Return the candidate preparation of ``validate`` (CHGNet elastic tensors or None)."""
+    if parameters.elastic != "chgnet":
+        return None
+    from workflows.ml import candidate_with_chgnet_elastic
+
+    return candidate_with_chgnet_elastic
 
 
 # --------------------------------------------------------------------------------------------

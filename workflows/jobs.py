@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from jobflow import Flow, Job, Response, job
 from jobflow.core.job import JobConfig
@@ -23,7 +24,13 @@ from screening.sources.base import Candidate
 from workflows.parallel import score_candidates
 from workflows.schemas import ChunkDocument, FetchDocument, RankingDocument, SourceSpec
 
-__all__ = ["fetch_candidates", "rank_and_store", "resolve_db_path", "screen_chunk"]
+__all__ = [
+    "fetch_candidates",
+    "rank_and_store",
+    "resolve_db_path",
+    "screen_chunk",
+    "screen_chunks",
+]
 
 #: Rows of the ranking carried in the RankingDocument.
 DEFAULT_TOP_N = 20
@@ -57,6 +64,10 @@ def fetch_candidates(
     candidates: list[Candidate] | None = None,
 ) -> Response:
     """Load the candidates, skip or reuse finished ones, fan out over chunks.
+
+    With ``parameters.elastic == "chgnet"`` the candidates left to score first go through
+    :func:`workflows.ml.attach_chgnet_elastic` (CHGNet elastic tensors for those without
+    elastic data), and :func:`screen_chunks` fans out over the chunks afterwards.
 
     Returns
     -------
@@ -92,7 +103,66 @@ def fetch_candidates(
         n_reused = database.copy_results(conn, run_id, reusable.values())
     todo = [c for c in pending if fingerprints[c.candidate_id] not in reusable]
 
-    chunks = [todo[i : i + chunk_size] for i in range(0, len(todo), chunk_size)]
+    common: dict[str, Any] = {
+        "chunk_size": chunk_size,
+        "workers": workers,
+        "store_grids": store_grids,
+        "db_path": str(path),
+        "expected_candidate_ids": ids,
+        "top_n": top_n,
+    }
+    if parameters.elastic == "chgnet" and todo:
+        # CHGNet elastic tensors for candidates without elastic data, then the chunks. The
+        # rows keep the fingerprints of the candidates as loaded (reuse and resume key; the
+        # parameters' fingerprint says elastic="chgnet")
+        from workflows.ml import attach_chgnet_elastic
+
+        attach = attach_chgnet_elastic(todo)
+        attach.name = "chgnet elastic"
+        fan_out = screen_chunks(
+            attach.output,
+            parameters,
+            run_id,
+            candidate_fingerprints={c.candidate_id: fingerprints[c.candidate_id] for c in todo},
+            **common,
+        )
+        fan_out.name = "screen chunks"
+        replace = Flow([attach, fan_out], output=fan_out.output)
+        n_chunks = -(-len(todo) // chunk_size)
+    else:
+        replace = _chunk_flow(todo, parameters, run_id, **common)
+        n_chunks = len(replace.jobs) - 1
+    document = FetchDocument(
+        run_id=run_id,
+        db_path=str(path),
+        source=source.canonical(),
+        parameters_fingerprint=parameters.fingerprint(),
+        n_candidates=len(candidates),
+        n_already_finished=len(candidates) - len(pending),
+        n_reused=n_reused,
+        n_to_score=len(todo),
+        n_chunks=n_chunks,
+        chunk_size=chunk_size,
+        candidate_ids=ids,
+    )
+    return Response(output=document, replace=replace)
+
+
+def _chunk_flow(
+    candidates: list[Candidate],
+    parameters: ScreeningParameters,
+    run_id: str,
+    *,
+    chunk_size: int,
+    workers: int,
+    store_grids: bool,
+    db_path: str,
+    expected_candidate_ids: list[str],
+    top_n: int,
+    candidate_fingerprints: dict[str, str] | None = None,
+) -> Flow:
+    """Return the ``screen_chunk`` jobs of ``candidates`` and the ``rank_and_store`` job."""
+    chunks = [candidates[i : i + chunk_size] for i in range(0, len(candidates), chunk_size)]
     chunk_jobs: list[Job] = []
     for index, chunk in enumerate(chunks):
         chunk_job = screen_chunk(
@@ -103,32 +173,61 @@ def fetch_candidates(
             n_chunks=len(chunks),
             workers=workers,
             store_grids=store_grids,
-            db_path=str(path),
+            db_path=db_path,
+            candidate_fingerprints=(
+                None
+                if candidate_fingerprints is None
+                else {c.candidate_id: candidate_fingerprints[c.candidate_id] for c in chunk}
+            ),
         )
         chunk_job.name = f"screen chunk {index + 1}/{len(chunks)}"
         chunk_jobs.append(chunk_job)
     rank = rank_and_store(
         run_id,
-        str(path),
-        expected_candidate_ids=ids,
+        db_path,
+        expected_candidate_ids=expected_candidate_ids,
         chunk_counts=[j.output.n_candidates for j in chunk_jobs],
         top_n=top_n,
     )
     rank.name = "rank and store"
-    document = FetchDocument(
-        run_id=run_id,
-        db_path=str(path),
-        source=source.canonical(),
-        parameters_fingerprint=parameters.fingerprint(),
-        n_candidates=len(candidates),
-        n_already_finished=len(candidates) - len(pending),
-        n_reused=n_reused,
-        n_to_score=len(todo),
-        n_chunks=len(chunks),
+    return Flow([*chunk_jobs, rank], output=rank.output)
+
+
+@job
+def screen_chunks(
+    candidates: list[Candidate],
+    parameters: ScreeningParameters,
+    run_id: str,
+    chunk_size: int,
+    workers: int,
+    store_grids: bool,
+    db_path: str,
+    expected_candidate_ids: list[str],
+    top_n: int = DEFAULT_TOP_N,
+    candidate_fingerprints: dict[str, str] | None = None,
+) -> Response:
+    """Fan out over chunks of candidates known only at run time (e.g. after the elastic flows).
+
+    Returns
+    -------
+    Response
+        ``replace``: the ``screen_chunk`` jobs and the ``rank_and_store`` job, whose output
+        becomes this job's output.
+    """
+    _check_positive(chunk_size=chunk_size, workers=workers)
+    flow = _chunk_flow(
+        [c if isinstance(c, Candidate) else Candidate.model_validate(c) for c in candidates],
+        parameters,
+        run_id,
         chunk_size=chunk_size,
-        candidate_ids=ids,
+        workers=workers,
+        store_grids=store_grids,
+        db_path=db_path,
+        expected_candidate_ids=expected_candidate_ids,
+        top_n=top_n,
+        candidate_fingerprints=candidate_fingerprints,
     )
-    return Response(output=document, replace=Flow([*chunk_jobs, rank], output=rank.output))
+    return Response(replace=flow)
 
 
 @job(data="grids")
@@ -141,11 +240,14 @@ def screen_chunk(
     workers: int = 1,
     store_grids: bool = False,
     db_path: str | None = None,
+    candidate_fingerprints: dict[str, str] | None = None,
 ) -> ChunkDocument:
     """Score a chunk (over ``workers`` processes), writing each row as it finishes.
 
     A killed screen loses at most the candidates in flight. With ``store_grids`` the grids
-    of scored candidates go to the job store's ``data`` store.
+    of scored candidates go to the job store's ``data`` store. ``candidate_fingerprints``
+    (candidate_id -> fingerprint) replaces the rows' candidate fingerprints: the candidates
+    as loaded, before a workflow step (the CHGNet elastic flows) added elastic data.
     """
     _check_positive(workers=workers)
     started = time.perf_counter()
@@ -156,6 +258,8 @@ def screen_chunk(
         def write(
             candidate: Candidate, result: CandidateResult, grid: CandidateGrids | None
         ) -> None:
+            if candidate_fingerprints and candidate.candidate_id in candidate_fingerprints:
+                result.candidate_fingerprint = candidate_fingerprints[candidate.candidate_id]
             database.insert_results(conn, run_id, [result], {candidate.candidate_id: candidate})
             if grid is not None:
                 grids.append(grid)

@@ -48,9 +48,12 @@ class ScreenMaker(Maker):
     ----------
     name
         Name of the flow.
-    temperature_K ... on_grid_too_large
+    temperature_K ... elastic
         The fields of :class:`~screening.parameters.ScreeningParameters`, same defaults and
-        meaning (see there).
+        meaning (see there). ``potential="chgnet"`` adds CHGNet along the BVSE path to each
+        scored candidate; ``elastic="chgnet"`` runs atomate2's force-field elastic workflow
+        (:func:`workflows.ml.attach_chgnet_elastic`) for candidates without elastic data
+        between fetching the candidates and the chunk jobs. Both need the ml extra.
     chunk_size
         Candidates per ``screen_chunk`` job (the unit of work a cluster manager schedules).
     workers
@@ -72,17 +75,19 @@ class ScreenMaker(Maker):
     ion: str | None = None
     grid_spacing_A: float = 0.2
     cutoff_A: float = 6.0
-    site_exclusion_radius_A: float = 2.2
+    thermal_smearing: bool = False
+    framework_relaxation: Literal["frozen", "elastic"] = "frozen"
+    site_exclusion_radius_A: float = 0.0
     switch_width_A: float = 1.0
     coarse_to_fine: bool = True
-    coarse_margin_eV: float = 0.3
+    coarse_margin_eV: float = 0.15
     percolation_ceiling_eV: float = 5.0
     percolation_tolerance_eV: float = 0.002
     dimensionality_window_eV: float = 0.1
-    window_kT: float = 15.0
+    window_kT: float = 10.0
     drag_floor_fraction: float = 0.01
     headline: Literal["path_entropic", "homogenised", "path"] = "path_entropic"
-    polycrystal_average: Literal["bruggeman", "arithmetic"] = "bruggeman"
+    polycrystal_average: Literal["harmonic", "bruggeman", "arithmetic"] = "harmonic"
     inertia_correction: bool = True
     carrier_density: Literal["all_sites", "percolating_sites"] = "all_sites"
     path_relax_iterations: int = 30
@@ -90,6 +95,8 @@ class ScreenMaker(Maker):
     refine_above_1d_eV: float = 1.0
     memory_budget_MB: float | None = None
     on_grid_too_large: Literal["coarsen", "refuse"] = "coarsen"
+    potential: Literal["bvse", "chgnet"] = "bvse"
+    elastic: Literal["given_or_estimate", "chgnet"] = "given_or_estimate"
 
     # workflow
     chunk_size: int = 50

@@ -22,6 +22,8 @@ attach_chgnet_elastic(candidates) -> Response
     the candidates with ``elastic`` filled (failures keep ``elastic=None``, i.e. the estimate,
     and say why in ``provenance["elastic_chgnet_error"]``). Wire it between
     ``fetch_candidates`` and the chunk jobs.
+candidate_with_chgnet_elastic(candidate) -> Candidate
+    The same for one candidate, run here (``iondrag validate --elastic chgnet``).
 run_elastic_locally(structure) -> (ElasticInput, ElasticDocument)
     Run the flow in this process (scripts, tests, benchmarks).
 """
@@ -46,6 +48,7 @@ __all__ = [
     "ELASTIC_SOURCE",
     "ForceFieldElasticMaker",
     "attach_chgnet_elastic",
+    "candidate_with_chgnet_elastic",
     "elastic_input_from_output",
     "elastic_input_job",
     "make_elastic_flow",
@@ -308,6 +311,31 @@ def attach_chgnet_elastic(
     merge = merge_elastic(prepared, ids, outputs)
     merge.name = "merge elastic"
     return Response(replace=Flow([*flows, merge], output=merge.output))
+
+
+def candidate_with_chgnet_elastic(
+    candidate: Candidate, maker: ForceFieldElasticMaker | None = None
+) -> Candidate:
+    """Return the candidate with a CHGNet elastic tensor, computed here when it has none.
+
+    For runs outside a jobflow screen (``iondrag validate --elastic chgnet``; a module-level
+    function, so process pools can pickle it). Candidates with elastic data, or that failed
+    to load, are returned unchanged; when the workflow fails the candidate keeps
+    ``elastic=None`` (the estimate) with the reason in ``provenance["elastic_chgnet_error"]``.
+    """
+    if not candidate.ok or candidate.elastic is not None:
+        return candidate
+    try:
+        elastic, _ = run_elastic_locally(candidate.structure, maker)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # recorded; the screen goes on with the estimate
+        provenance = dict(candidate.provenance)
+        provenance["elastic_chgnet_error"] = " ".join(f"{type(error).__name__}: {error}".split())[
+            :300
+        ]
+        return candidate.model_copy(update={"provenance": provenance})
+    return candidate.model_copy(update={"elastic": elastic})
 
 
 def run_elastic_locally(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -332,7 +333,9 @@ def _candidate(entry: dict[str, Any], retrieved: str, data_file: str) -> Candida
     )
 
 
-def load_embedded_candidates(ion: str | None = None) -> list[Candidate]:
+def load_embedded_candidates(
+    ion: str | None = None, ids: Sequence[str] | None = None
+) -> list[Candidate]:
     """Return the embedded default candidate set.
 
     Parameters
@@ -340,6 +343,8 @@ def load_embedded_candidates(ion: str | None = None) -> list[Candidate]:
     ion
         Keep only candidates whose mobile ion is this element (``"Li"`` or ``"Na"``);
         None keeps all.
+    ids
+        Keep only these candidate ids (file order); None keeps all.
 
     Returns
     -------
@@ -350,14 +355,21 @@ def load_embedded_candidates(ion: str | None = None) -> list[Candidate]:
     Raises
     ------
     ValueError
-        If ``ion`` is not one of the mobile ions of the set.
+        If ``ion`` is not one of the mobile ions of the set, or an id is not in the set.
     """
     if ion is not None and ion not in MOBILE_IONS:
         raise ValueError(f"ion must be one of {MOBILE_IONS} or None, got {ion!r}")
+    entries = load_embedded_entries()
+    if ids is not None:
+        known = {entry["id"] for entry in entries}
+        unknown = sorted(set(ids) - known)
+        if unknown:
+            raise ValueError(f"unknown embedded candidate ids: {', '.join(unknown[:10])}")
+        entries = tuple(entry for entry in entries if entry["id"] in set(ids))
     retrieved = utc_now_iso()
     data_file = str(embedded_data_file())
     return [
         _candidate(entry, retrieved, data_file)
-        for entry in load_embedded_entries()
+        for entry in entries
         if ion is None or entry["mobile_ion"] == ion
     ]

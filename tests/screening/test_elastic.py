@@ -107,3 +107,25 @@ def test_estimate_orders_stiff_and_soft_halides():
     k_lif = estimate_moduli_GPa(prepare_framework(rocksalt("Li", "F", 4.03)))[0]
     k_lii = estimate_moduli_GPa(prepare_framework(rocksalt("Li", "I", 6.00)))[0]
     assert k_lif > 2.0 * k_lii
+
+
+def test_point_force_stiffness_limits():
+    from screening.elastic import point_force_stiffness_eV_per_A2
+    from screening.units import EV_PER_A3_TO_GPA
+
+    shear, radius = 40.0, 1.3
+    g = shear / EV_PER_A3_TO_GPA  # eV/A^3
+    # incompressible medium (K >> G, nu -> 1/2): 6 pi G a, the elastic analogue of Stokes
+    assert point_force_stiffness_eV_per_A2(1e9, shear, radius) == pytest.approx(
+        6 * np.pi * g * radius, rel=1e-6
+    )
+    # nu = 0 (K = 2G/3): 24 pi G a / 5
+    assert point_force_stiffness_eV_per_A2(2 * shear / 3, shear, radius) == pytest.approx(
+        24 * np.pi * g * radius / 5, rel=1e-12
+    )
+    # linear in the radius; one ion of an oxide (G ~ 50 GPa, a ~ 1.3 A) is a few eV/A^2
+    k = point_force_stiffness_eV_per_A2(80.0, 50.0, np.array([1.0, 2.0]))
+    assert k[1] == pytest.approx(2 * k[0])
+    assert 3.0 < point_force_stiffness_eV_per_A2(80.0, 50.0, 1.3) < 12.0
+    with pytest.raises(ValueError):
+        point_force_stiffness_eV_per_A2(80.0, -1.0, 1.0)

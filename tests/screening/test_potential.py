@@ -13,6 +13,7 @@ from screening.potential import (
     grid_shape_for_spacing,
     make_grid,
     radial_terms,
+    relaxed_pair_energy,
 )
 from screening.structures import prepare_framework
 from tests.screening.conftest import antifluorite, rocksalt
@@ -191,6 +192,60 @@ def test_thermal_smearing_limits_and_derivatives(field):
         step[axis] = h
         plus = evaluate_points(smeared, points + step, derivatives=1)
         minus = evaluate_points(smeared, points - step, derivatives=1)
+        np.testing.assert_allclose(
+            values.gradient_eV_per_A[:, axis],
+            (plus.energy_eV - minus.energy_eV) / (2 * h),
+            atol=1e-5 * np.abs(values.gradient_eV_per_A).max(),
+        )
+        np.testing.assert_allclose(
+            values.hessian_eV_per_A2[:, :, axis],
+            (plus.gradient_eV_per_A - minus.gradient_eV_per_A) / (2 * h),
+            atol=1e-4 * np.abs(values.hessian_eV_per_A2).max(),
+        )
+
+
+def test_relaxed_pair_energy_closed_forms():
+    r = np.linspace(1.0, 4.0, 31)
+    k = 4.0
+    # a constant force F: the partner moves by F/k and gains F^2 / 2k
+    force = 1.7
+    np.testing.assert_allclose(
+        relaxed_pair_energy(lambda x: -force * x, r, k),
+        -force * r - force**2 / (2 * k),
+        atol=1e-9,
+    )
+    # a harmonic bond c in series with the site spring k: stiffness ck/(c+k)
+    c, r0 = 6.0, 2.5
+    expected = 0.5 * c * k / (c + k) * (r - r0) ** 2
+    np.testing.assert_allclose(
+        relaxed_pair_energy(lambda x: 0.5 * c * (x - r0) ** 2, r, k), expected, atol=1e-7
+    )
+    # a stiff site gives back the frozen term; relaxation never raises the energy
+    morse = lambda x: 0.5 * (np.exp(2 * (2.0 - x)) - 2 * np.exp(2.0 - x))  # noqa: E731
+    np.testing.assert_allclose(relaxed_pair_energy(morse, r, 1e5), morse(r), atol=2e-4)
+    assert np.all(relaxed_pair_energy(morse, r, 3.0) <= morse(r) + 1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        relaxed_pair_energy(morse, r, 0.0)
+
+
+def test_framework_relaxation_lowers_walls_and_keeps_derivatives(field):
+    stiffness = np.full(field.n_scatterers, 5.0)
+    relaxed = dataclasses.replace(field, relaxation_stiffness_eV_per_A2=stiffness)
+    rng = np.random.default_rng(5)
+    points = rng.random((8, 3)) @ field.lattice_matrix_A
+    frozen = evaluate_points(field, points)
+    values = evaluate_points(relaxed, points, derivatives=2)
+    assert np.all(values.energy_eV <= frozen.energy_eV + 1e-9)
+    # the steepest (highest) points relax most
+    drop = frozen.energy_eV - values.energy_eV
+    assert drop[np.argmax(frozen.energy_eV)] > np.median(drop)
+    # analytic (spline) derivatives agree with finite differences of the relaxed U
+    h = 1e-4
+    for axis in range(3):
+        step = np.zeros(3)
+        step[axis] = h
+        plus = evaluate_points(relaxed, points + step, derivatives=1)
+        minus = evaluate_points(relaxed, points - step, derivatives=1)
         np.testing.assert_allclose(
             values.gradient_eV_per_A[:, axis],
             (plus.energy_eV - minus.energy_eV) / (2 * h),

@@ -383,6 +383,37 @@ def test_evaluate_records_ablations_and_prefactor_fit() -> None:
     )
 
 
+def test_universal_predictors_appear_only_when_present() -> None:
+    """CHGNet rows (--potential chgnet): a log10 sigma and a barrier predictor.
+
+    Structures where CHGNet failed are left out of them, not ranked as infinite barriers.
+    """
+    records = synthetic_records()
+    plain = evaluate_records(records, temperature_K=300.0, n_resamples=50)
+    assert not {"universal_sigma", "universal_barrier"} & set(plain["ablations"])
+    kt_ln10 = KB_EV_PER_K * 300.0 * math.log(10)
+    for i, r in enumerate(records):
+        barrier = r["barrier_3d_eV"] + 0.05
+        failed = i < 3  # CHGNet failed for these: no values
+        r["barrier_universal_eV"] = None if failed else barrier
+        r["log10_sigma_universal_S_per_cm"] = None if failed else 2.0 - barrier / kt_ln10
+    out = evaluate_records(records, temperature_K=300.0, n_resamples=50)
+    sigma, barrier = out["ablations"]["universal_sigma"], out["ablations"]["universal_barrier"]
+    assert (sigma["kind"], barrier["kind"]) == ("log10_sigma", "barrier")
+    assert sigma["field"] == "log10_sigma_universal_S_per_cm"
+    assert barrier["field"] == "barrier_universal_eV"
+    assert sigma["n"] == barrier["n"] == 27
+    assert barrier["n_no_percolation"] == 0
+    assert sigma["spearman"] == pytest.approx(1.0) and barrier["spearman"] == pytest.approx(1.0)
+    # sigma_universal = 100 exp(-(E_3D + 0.05)/kT) against 50 exp(-E_3D/kT): a constant shift
+    shift = math.log10(50.0) - 2.0 + 0.05 / kt_ln10
+    assert sigma["mae_log10"] == pytest.approx(abs(shift), rel=1e-9)
+    assert sigma["spearman_difference_vs_headline"]["n"] == 27
+    # the other predictors are evaluated as before
+    for name in plain["ablations"]:
+        assert out["ablations"][name]["spearman"] == plain["ablations"][name]["spearman"]
+
+
 def test_evaluate_records_missing_3d_barrier_ranks_last_and_bounds() -> None:
     records = synthetic_records(8, seed=3)
     lowest = min(records, key=lambda r: r["log10_sigma_exp"])
@@ -615,9 +646,11 @@ def test_obelix_subset_metrics_recomputed_independently(
         ("homogenised", "log10_sigma_homogenised"),
         ("overdamped", "log10_sigma_overdamped"),
     ):
-        values = [e[field] for e in scored]
+        # a structure without this estimate (e.g. no 3D homogenised tensor) is left out
+        pairs = [(e[field], x) for e, x in zip(scored, exp, strict=True) if e[field] is not None]
+        assert doc["ablations"][name]["n"] == len(pairs) >= 6
         assert doc["ablations"][name]["spearman"] == pytest.approx(
-            ref_spearman(values, exp), abs=1e-12
+            ref_spearman([v for v, _ in pairs], [x for _, x in pairs]), abs=1e-12
         )
     barrier = [e["barrier_3d_eV"] for e in scored]
     score = [-b if b is not None else -math.inf for b in barrier]
