@@ -277,6 +277,19 @@ def _bare_pair_energy(r: np.ndarray, field: PairField, type_index: int) -> np.nd
     return field.coulomb_prefactor_eV_A[type_index] * erfc(r / rho) / r
 
 
+def _term_key(field: PairField, type_index: int) -> tuple[float, ...]:
+    """Return the parameters that define one bare pair term (cache key of its splines)."""
+    return (
+        float(field.is_morse[type_index]),
+        float(np.nan_to_num(field.morse_d0_eV[type_index])),
+        float(np.nan_to_num(field.morse_rmin_A[type_index])),
+        float(np.nan_to_num(field.morse_alpha_per_A[type_index])),
+        float(np.nan_to_num(field.coulomb_prefactor_eV_A[type_index])),
+        float(np.nan_to_num(field.coulomb_screening_A[type_index])),
+        field.cutoff_A,
+    )
+
+
 _SMEARED_SPLINES: dict[tuple[float, ...], CubicSpline] = {}
 
 
@@ -294,16 +307,7 @@ def _smeared_spline(field: PairField, type_index: int) -> CubicSpline:
     phi_bar''. Cached per parameter set.
     """
     sigma = float(field.thermal_rms_A[type_index])  # type: ignore[index]
-    key = (
-        float(field.is_morse[type_index]),
-        float(np.nan_to_num(field.morse_d0_eV[type_index])),
-        float(np.nan_to_num(field.morse_rmin_A[type_index])),
-        float(np.nan_to_num(field.morse_alpha_per_A[type_index])),
-        float(np.nan_to_num(field.coulomb_prefactor_eV_A[type_index])),
-        float(np.nan_to_num(field.coulomb_screening_A[type_index])),
-        round(sigma, 5),
-        field.cutoff_A,
-    )
+    key = (*_term_key(field, type_index), round(sigma, 5))
     spline = _SMEARED_SPLINES.get(key)
     if spline is not None:
         return spline
@@ -384,17 +388,7 @@ def _relaxed_spline(field: PairField, type_index: int) -> CubicSpline:
     """Cubic spline of the relaxed pair energy (:func:`relaxed_pair_energy`), cached."""
     stiffness = float(field.relaxation_stiffness_eV_per_A2[type_index])  # type: ignore[index]
     rms = 0.0 if field.thermal_rms_A is None else float(field.thermal_rms_A[type_index])
-    key = (
-        float(field.is_morse[type_index]),
-        float(np.nan_to_num(field.morse_d0_eV[type_index])),
-        float(np.nan_to_num(field.morse_rmin_A[type_index])),
-        float(np.nan_to_num(field.morse_alpha_per_A[type_index])),
-        float(np.nan_to_num(field.coulomb_prefactor_eV_A[type_index])),
-        float(np.nan_to_num(field.coulomb_screening_A[type_index])),
-        round(rms, 5),
-        round(stiffness, 6),
-        field.cutoff_A,
-    )
+    key = (*_term_key(field, type_index), round(rms, 5), round(stiffness, 6))
     spline = _RELAXED_SPLINES.get(key)
     if spline is not None:
         return spline
