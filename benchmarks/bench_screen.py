@@ -6,10 +6,11 @@ the speed-up and the parallel efficiency (target: default screen under 2 minutes
 workers; efficiency within 20 % of linear).
 
 ``large``: a screen of N candidates built from the embedded set (random displacements of
-0.03 Å rms; every fourth variant a 2x1x1 supercell), run in this process with jobflow's
-``run_locally`` (the same flow as the CLI); prints throughput (candidates/s), the peak RSS of
-the whole process tree (this process and its workers, sampled every 0.2 s) and the rows lost
-(candidates without a row in the database: must be 0).
+0.03 Å rms; every fourth variant a 2x1x1 supercell), run in this process with
+``workflows.managers.run_in_process`` (the same flow and runner as the CLI); prints
+throughput (candidates/s), the peak RSS of the whole process tree (this process and its
+workers, sampled every 0.2 s) and the rows lost (candidates without a row in the database:
+must be 0).
 
 Usage::
 
@@ -191,9 +192,8 @@ def bench_large(n: int, workers: list[int], chunk_size: int, grid: float) -> Non
     """Screen ``n`` generated candidates in this process; throughput, memory, rows lost."""
     import warnings
 
-    from jobflow import run_locally
-
     from workflows.makers import ScreenMaker
+    from workflows.managers import run_in_process
     from workflows.stores import file_job_store
 
     start = time.perf_counter()
@@ -210,9 +210,7 @@ def bench_large(n: int, workers: list[int], chunk_size: int, grid: float) -> Non
             start = time.perf_counter()
             with PeakRSS() as memory, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                run_locally(
-                    flow, store=file_job_store(Path(tmp) / "js"), log=False, ensure_success=True
-                )
+                run_in_process(flow, file_job_store(Path(tmp) / "js"))
             elapsed = time.perf_counter() - start
             rows = _count_rows(db, maker.run_id(candidates=candidates))
             throughput[count] = n / elapsed

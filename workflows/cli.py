@@ -510,8 +510,7 @@ def _screen(args: argparse.Namespace) -> int:
     flow = maker.make(source, args.path, options=options, run_id=args.run_id)
     run_id = args.run_id or maker.run_id(source, args.path, options=options)
 
-    from jobflow import run_locally
-
+    from workflows.managers import run_in_process
     from workflows.parallel import abort_pools, prestart
     from workflows.stores import default_job_store
 
@@ -519,13 +518,7 @@ def _screen(args: argparse.Namespace) -> int:
     prestart(maker.workers)  # workers import the science while the candidates load
     try:
         with _Progress(db_path, run_id, enabled=not args.quiet):
-            run_locally(
-                flow,
-                store=store,
-                log=bool(getattr(args, "debug", False)),
-                raise_immediately=True,
-                ensure_success=True,
-            )
+            run_in_process(flow, store, log=bool(getattr(args, "debug", False)))
     finally:
         abort_pools()  # nothing is in flight any more: do not wait for idle workers
 

@@ -13,9 +13,11 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from jobflow import Flow, Response, job, run_locally
 from wf_helpers import FAST_PHYSICS, clean_env
 
 from workflows.makers import ScreenMaker
+from workflows.managers import run_in_process
 from workflows.schemas import RankingDocument
 from workflows.stores import file_job_store
 
@@ -206,3 +208,59 @@ def test_cli_uses_a_mongodb_job_store_from_jobflow_configuration(tmp_path: Path,
     finally:
         client.drop_database(database)
         client.close()
+
+
+# --- run_in_process: jobflow's local semantics, outputs only in the store -------------------
+
+
+@job
+def _add(a: int, b: int) -> int:
+    return a + b
+
+
+@job
+def _fan_out(n: int) -> Response:
+    """Replace itself with n jobs and a sum of their outputs (like the screen's fan-out)."""
+    parts = [_add(i, 100) for i in range(n)]
+    total = _sum([p.output for p in parts])
+    return Response(replace=Flow([*parts, total], output=total.output))
+
+
+@job
+def _sum(values: list[int]) -> int:
+    return sum(values)
+
+
+@job
+def _stop() -> Response:
+    return Response(output=1, stop_children=True)
+
+
+def test_run_in_process_matches_run_locally(tmp_path: Path) -> None:
+    def build() -> Flow:
+        first = _add(1, 2)
+        fan = _fan_out(first.output)
+        return Flow([first, fan, _add(fan.output, 1)])
+
+    flow = build()
+    store = file_job_store(tmp_path / "ours")
+    assert run_in_process(flow, store) is None
+    reference_flow = build()
+    reference = file_job_store(tmp_path / "reference")
+    run_locally(reference_flow, store=reference, ensure_success=True, raise_immediately=True)
+    # 1 + 2 = 3 parts: (100 + 101 + 102) + 1, the replaced job's output read from the store
+    ours = store.get_output(flow.jobs[2].uuid)
+    assert ours == reference.get_output(reference_flow.jobs[2].uuid) == 304
+    assert store.count() == reference.count() >= 7  # every job's output stored
+
+
+def test_run_in_process_raises_when_part_of_the_flow_did_not_run(tmp_path: Path) -> None:
+    stop = _stop()
+    child = _add(stop.output, 1)
+    with pytest.raises(RuntimeError, match="did not finish"):
+        run_in_process(Flow([stop, child]), file_job_store(tmp_path / "store"))
+
+
+def test_run_in_process_raises_the_job_error(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        run_in_process(Flow([_add(1, "x")]), file_job_store(tmp_path / "store"))
