@@ -58,9 +58,9 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "reliability"))
 from rel_helpers import (  # noqa: E402  (the test helpers: bad-input files, checks)
     antifluorite,
     clean_env,
-    cli_command,
     nonfinite_cells,
     rocksalt,
+    start_cli,
     write_bad_cases,
 )
 
@@ -149,18 +149,6 @@ def screen_args(folder: Path, db: Path, args: argparse.Namespace, temperature: f
         db,
         "--quiet",
     ]
-
-
-def launch(arguments: list, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        cli_command(arguments),
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -308,7 +296,7 @@ def phase_load(folder: Path, expected: dict, work: Path, args: argparse.Namespac
     db = work / "load.sqlite"
     env = clean_env(work / "load-env")
     start = time.perf_counter()
-    process = launch(screen_args(folder, db, args, 300.0), env)
+    process = start_cli(screen_args(folder, db, args, 300.0), env)
     with Sampler(process.pid, db) as sampler:
         _, stderr = process.communicate()
     elapsed = time.perf_counter() - start
@@ -380,7 +368,7 @@ def phase_faults(folder: Path, expected: dict, work: Path, args: argparse.Namesp
     worker_kills_left = args.worker_kills
     for index in range(args.kills + 1):
         final = index == args.kills
-        process = launch(arguments, env)
+        process = start_cli(arguments, env)
         launches += 1
         run_id = None
         # a worker kill in this launch, at a random number of rows
@@ -481,7 +469,7 @@ def phase_writers(files: Path, expected: dict, work: Path, args: argparse.Namesp
     commands = [screen_args(f, db, args, 400.0) for f in folders]
     commands.append(commands[0])  # the first part again, same run, at the same time
     start = time.perf_counter()
-    processes = [launch(c, env) for c in commands]
+    processes = [start_cli(c, env) for c in commands]
     failures = []
     for process in processes:
         _, stderr = process.communicate()

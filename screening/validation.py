@@ -136,6 +136,19 @@ def _pair(
     return a, b
 
 
+def _ranks(
+    predicted: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Average ranks of both arrays, or None (fewer than 3 pairs, a NaN, or a constant)."""
+    a, b = _pair(predicted, measured)
+    if len(a) < 3 or np.isnan(a).any() or np.isnan(b).any():
+        return None
+    ra, rb = stats.rankdata(a), stats.rankdata(b)
+    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
+        return None
+    return ra, rb
+
+
 def spearman(
     predicted: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray
 ) -> float | None:
@@ -151,13 +164,8 @@ def spearman(
     float or None
         None with fewer than 3 pairs or when either array is constant.
     """
-    a, b = _pair(predicted, measured)
-    if len(a) < 3 or np.isnan(a).any() or np.isnan(b).any():
-        return None
-    ra, rb = stats.rankdata(a), stats.rankdata(b)
-    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
-        return None
-    return _finite_or_none(stats.spearmanr(ra, rb).statistic)
+    ranks = _ranks(predicted, measured)
+    return None if ranks is None else _finite_or_none(stats.spearmanr(*ranks).statistic)
 
 
 def kendall(
@@ -167,13 +175,10 @@ def kendall(
 
     Returns None with fewer than 3 pairs or when either array is constant.
     """
-    a, b = _pair(predicted, measured)
-    if len(a) < 3 or np.isnan(a).any() or np.isnan(b).any():
+    ranks = _ranks(predicted, measured)
+    if ranks is None:
         return None
-    ra, rb = stats.rankdata(a), stats.rankdata(b)
-    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
-        return None
-    return _finite_or_none(stats.kendalltau(ra, rb, variant="b").statistic)
+    return _finite_or_none(stats.kendalltau(*ranks, variant="b").statistic)
 
 
 def auc_mann_whitney(

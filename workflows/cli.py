@@ -147,13 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--top", type=_positive_int, default=20, help="rows printed (default 20)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
-    run.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any ScreeningParameters field, e.g. --param site_exclusion_radius_A=0",
-    )
+    _add_param_option(run, "site_exclusion_radius_A=0")
     screen.set_defaults(handler=_screen)
 
     query = commands.add_parser(
@@ -205,15 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--ion", help="mobile species (default: each candidate's own)")
     _add_backend_options(validate)
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
-    validate.add_argument(
+    _add_param_option(validate, "polycrystal_average=bruggeman")
+    validate.set_defaults(handler=_validate)
+    return parser
+
+
+def _add_param_option(group: Any, example: str) -> None:
+    """--param KEY=VALUE (repeatable): any ScreeningParameters field."""
+    group.add_argument(
         "--param",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any ScreeningParameters field, e.g. --param polycrystal_average=bruggeman",
+        help=f"any ScreeningParameters field, e.g. --param {example}",
     )
-    validate.set_defaults(handler=_validate)
-    return parser
 
 
 def _add_backend_options(group: Any) -> None:

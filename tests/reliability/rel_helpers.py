@@ -23,6 +23,12 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+# the subprocess environment and command line of the workflow tests (wf_helpers.py), also
+# when this module is imported from benchmarks/ or without tests/workflows collected
+sys.path.insert(0, str(REPO_ROOT / "tests" / "workflows"))
+from wf_helpers import clean_env as clean_env  # noqa: E402  (re-exported)
+from wf_helpers import cli_command  # noqa: E402
+
 #: Coarse, fast physics (about a second per small candidate).
 FAST_PHYSICS: dict[str, Any] = {"grid_spacing_A": 0.3, "arrhenius_temperatures_K": ()}
 FAST_CLI: tuple[str, ...] = ("--grid", "0.3", "--arrhenius", "none")
@@ -163,24 +169,6 @@ def write_good_cases(folder: Path) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # subprocesses
 # --------------------------------------------------------------------------------------------
-
-
-def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """Environment for a subprocess: own HOME and IONDRAG_HOME, no jobflow config, no MP key."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("JOBFLOW_", "IONDRAG_", "MP_API", "MONGOMOCK_"))
-    }
-    home = tmp / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(home), IONDRAG_HOME=str(tmp / "iondrag_home"), PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
-
-
-def cli_command(args: Sequence[object]) -> list[str]:
-    return [sys.executable, "-m", "workflows.cli", *map(str, args)]
 
 
 def run_cli(

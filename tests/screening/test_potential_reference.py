@@ -27,6 +27,20 @@ bvlain = pytest.importorskip("bvlain", reason="bvlain (test extra) is the refere
 REFERENCE_IDS = ["0iv", "1e9", "1xt", "3rx", "47i", "4kt", "5bz", "9lo", "bsa", "fwz", "mq1", "t0h"]
 
 
+def _framework_and_bvlain(folder, cid: str, **bvse_options):
+    """Our framework of OBELiX CIF ``cid`` and bvlain's BVSE of it, with our charges."""
+    structure = Structure.from_file(folder / "cifs" / f"{cid}.cif")
+    framework = prepare_framework(structure, candidate_id=cid)
+    decorated = structure.copy()
+    decorated.add_oxidation_state_by_element(
+        {el: round(q) for el, q in framework.oxidation_states.items()}
+    )
+    lain = bvlain.Lain(verbose=False)
+    lain.read_structure(decorated, oxi_check=False)
+    lain.bvse_distribution(mobile_ion="Li1+", **bvse_options)
+    return framework, lain
+
+
 @pytest.fixture(scope="module")
 def references():
     from tests.screening.conftest import obelix_dir
@@ -38,15 +52,7 @@ def references():
     for cid in REFERENCE_IDS:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            structure = Structure.from_file(folder / "cifs" / f"{cid}.cif")
-            framework = prepare_framework(structure, candidate_id=cid)
-            decorated = structure.copy()
-            decorated.add_oxidation_state_by_element(
-                {el: round(q) for el, q in framework.oxidation_states.items()}
-            )
-            lain = bvlain.Lain(verbose=False)
-            lain.read_structure(decorated, oxi_check=False)
-            lain.bvse_distribution(mobile_ion="Li1+", resolution=0.2)
+            framework, lain = _framework_and_bvlain(folder, cid, resolution=0.2)
             barriers = lain.percolation_barriers(encut=5.0)
         out[cid] = (framework, lain, barriers)
     return out
@@ -62,15 +68,7 @@ def test_u_matches_bvlain_pointwise(cid):
         pytest.skip(f"OBELiX training data not found at {folder} (set IONDRAG_OBELIX_DIR)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        structure = Structure.from_file(folder / "cifs" / f"{cid}.cif")
-        framework = prepare_framework(structure, candidate_id=cid)
-        decorated = structure.copy()
-        decorated.add_oxidation_state_by_element(
-            {el: round(q) for el, q in framework.oxidation_states.items()}
-        )
-        lain = bvlain.Lain(verbose=False)
-        lain.read_structure(decorated, oxi_check=False)
-        lain.bvse_distribution(mobile_ion="Li1+", resolution=0.25, k=400)
+        framework, lain = _framework_and_bvlain(folder, cid, resolution=0.25, k=400)
     field = build_pair_field(framework, cutoff_A=10.0, switch_width_A=0.05)
     theirs = lain.distribution
     low = theirs < theirs.min() + 3.0  # the region that matters for transport
