@@ -55,8 +55,11 @@ CALIBRATION = Calibration(
 BOND_SEARCH_RADIUS_A: float = 3.5
 
 
-def affine_bulk_modulus_GPa(framework: Framework) -> float:
+def affine_bulk_modulus_GPa(framework: Framework, *, estimate_missing: bool = False) -> float:
     """K_affine = (1/9V) sum_bonds w k r^2 over cation-anion bonds (GPa), all ions included.
+
+    Bonds of pairs without softBV parameters are left out, unless ``estimate_missing``
+    (then :func:`screening.forcefield.estimated_morse_parameters` supplies them).
 
     Raises
     ------
@@ -90,7 +93,7 @@ def affine_bulk_modulus_GPa(framework: Framework) -> float:
         key = (elements[i], round(charges[i]), elements[j], round(charges[j]))
         if key not in params:
             try:
-                params[key] = morse_parameters(*key)
+                params[key] = morse_parameters(*key, estimate_missing=estimate_missing)
             except MissingParametersError:
                 params[key] = None
         entry = params[key]
@@ -107,10 +110,13 @@ def affine_bulk_modulus_GPa(framework: Framework) -> float:
 
 
 def estimate_moduli_GPa(
-    framework: Framework, calibration: Calibration = CALIBRATION
+    framework: Framework, calibration: Calibration = CALIBRATION, *, estimate_missing: bool = False
 ) -> tuple[float, float, str]:
-    """Estimated (K, G) in GPa and the ``elastic_source`` string that records the method."""
-    k_affine = affine_bulk_modulus_GPa(framework)
+    """Estimated (K, G) in GPa and the ``elastic_source`` string that records the method.
+
+    ``estimate_missing``: as in :func:`affine_bulk_modulus_GPa`.
+    """
+    k_affine = affine_bulk_modulus_GPa(framework, estimate_missing=estimate_missing)
     bulk = float(np.clip(calibration.bulk_factor * k_affine, 1.0, 500.0))
     shear = float(np.clip(calibration.shear_factor * k_affine, 0.5, 300.0))
     return bulk, shear, f"estimate:bond-stiffness ({calibration.fitted_on})"

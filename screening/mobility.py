@@ -129,6 +129,51 @@ def path_mobility(
     )
 
 
+def occupied_site_level_eV(
+    site_energies_eV: np.ndarray,
+    occupancies: np.ndarray,
+    temperature_K: float,
+    highest_eV: float,
+) -> float | None:
+    """Energy level from which the ions on their crystallographic sites start their hops.
+
+    Each mobile ion on site i (occupancy n_i, energy U_i) crosses the channel's saddle
+    E_s at the rate exp(-(E_s - U_i) / k_B T), so the ions together cross as N exp(-(E_s -
+    E_occ) / k_B T) with
+
+        E_occ = k_B T ln( sum_i n_i exp(U_i / k_B T) / sum_i n_i ),
+
+    the occupancy-weighted soft maximum of the site energies. Sites above ``highest_eV``
+    (the channel's saddle; also sites a framework ion shares, where the mean-field U is
+    meaningless) are left out.
+
+    Parameters
+    ----------
+    site_energies_eV
+        U at the mobile ion's crystallographic sites, eV.
+    occupancies
+        Their occupancies (dimensionless, > 0).
+    temperature_K
+        Temperature, K.
+    highest_eV
+        Sites with U above this level are ignored, eV.
+
+    Returns
+    -------
+    float or None
+        E_occ in eV, or None when no site qualifies.
+    """
+    u = np.asarray(site_energies_eV, dtype=float)
+    n = np.asarray(occupancies, dtype=float)
+    keep = np.isfinite(u) & (u <= highest_eV) & (n > 0)
+    if not np.any(keep):
+        return None
+    kt = thermal_energy_eV(temperature_K)
+    u, n = u[keep], n[keep]
+    top = float(u.max())
+    return top + kt * float(np.log(np.sum(n * np.exp((u - top) / kt)) / n.sum()))
+
+
 def kramers_factor(
     gamma_parallel_saddle_kg_per_s: float, curvature_saddle_eV_per_A2: float, mass_amu: float
 ) -> tuple[float, float, float]:

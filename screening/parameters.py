@@ -56,6 +56,20 @@ class ScreeningParameters(BaseModel):
         description="A like-charged ion on a partly empty site is absent while the mobile ion "
         "is within this distance of the site (conditional occupancy); 0: plain mean field.",
     )
+    estimate_missing_parameters: bool = Field(
+        True,
+        description="Pairs missing from the softBV table (e.g. Li-P3-, Li-H-) get Morse terms "
+        "estimated from the table's trend in the anions' O'Keeffe-Brese size and softness "
+        "(screening.forcefield.estimated_morse_parameters), named in the warnings; False: "
+        "such candidates fail with missing_parameters.",
+    )
+    barrier_reference: Literal["minimum", "occupied_sites"] = Field(
+        "minimum",
+        description="Where the ions start their hops along the channel: 'minimum', the "
+        "Boltzmann-distributed single ion (the channel profile as it is); 'occupied_sites', "
+        "the ions on the structure's own mobile-ion sites (the profile is floored at their "
+        "occupancy-weighted soft maximum, screening.mobility.occupied_site_level_eV).",
+    )
     switch_width_A: float = Field(1.0, gt=0, description="Smooth switching width before cutoff.")
     coarse_to_fine: bool = Field(
         True,
@@ -97,10 +111,12 @@ class ScreeningParameters(BaseModel):
     inertia_correction: bool = Field(
         True, description="Multiply the overdamped result by Kramers' factor g k (theory 3)."
     )
-    carrier_density: Literal["all_sites", "percolating_sites"] = Field(
-        "all_sites",
-        description="all_sites: every mobile ion, Boltzmann-weighted into the percolating "
-        "region (theory.md 4); percolating_sites: only ions on sites inside that region.",
+    carrier_density: Literal["all_sites", "percolating_sites", "connected_sites"] = Field(
+        "connected_sites",
+        description="connected_sites: the ions on their crystallographic sites, each "
+        "weighted by exp(-(L - E_1)/kT), L the level at which its site joins a percolating "
+        "channel (docs/theory.md 6); all_sites: every mobile ion, Boltzmann-weighted into the "
+        "percolating region; percolating_sites: only ions on sites inside that region.",
     )
     path_relax_iterations: int = Field(30, ge=0, le=500, description="String-method steps.")
     arrhenius_temperatures_K: tuple[float, ...] = Field(

@@ -157,6 +157,77 @@ def periodic_components(mask: np.ndarray) -> Components:
     return Components(labels=joined, dimensionality=dims)
 
 
+def site_voxels(shape: tuple[int, int, int], frac_coords: np.ndarray) -> np.ndarray:
+    """Flat index of the grid voxel nearest to each fractional position (periodic)."""
+    dims = np.array(shape)
+    index = np.round(np.mod(np.asarray(frac_coords, float), 1.0) * dims).astype(int) % dims
+    return np.ravel_multi_index(index.T, tuple(dims))
+
+
+def site_connection_levels_eV(
+    energy_grid_eV: np.ndarray,
+    site_frac_coords: np.ndarray,
+    start_eV: float,
+    ceiling_eV: float,
+    tolerance_eV: float = 0.01,
+) -> np.ndarray:
+    """Lowest level L_i at which each site joins a percolating component of {U < L}.
+
+    A mobile ion on site i reaches the conducting network only over the bottleneck that
+    separates its basin from it; L_i is that bottleneck's energy (the minimax energy of
+    paths from the site to a percolating channel), found by bisection on the level with
+    :func:`periodic_components`. Sites of the same level share the labelings (cached).
+
+    Parameters
+    ----------
+    energy_grid_eV
+        U on the periodic grid, eV (+inf where not evaluated).
+    site_frac_coords
+        Fractional coordinates of the sites, shape (n, 3).
+    start_eV
+        A level at which a channel percolates (e.g. just above E_1), eV. Sites already
+        connected there get ``start_eV``.
+    ceiling_eV
+        Highest level searched, eV; sites not connected below it get +inf.
+    tolerance_eV
+        Bisection tolerance, eV.
+
+    Returns
+    -------
+    np.ndarray
+        L_i in eV, shape (n,).
+    """
+    voxels = site_voxels(energy_grid_eV.shape, site_frac_coords)
+    cache: dict[int, np.ndarray] = {}
+
+    def connected(level: float) -> np.ndarray:
+        key = int(np.floor(level / tolerance_eV))
+        if key not in cache:
+            components = periodic_components(energy_grid_eV < key * tolerance_eV)
+            labels = components.labels.ravel()[voxels]
+            cache[key] = (labels > 0) & (components.dimensionality[labels] >= 1)
+        return cache[key]
+
+    start_key_level = (np.floor(start_eV / tolerance_eV) + 1) * tolerance_eV
+    top_level = np.floor(ceiling_eV / tolerance_eV) * tolerance_eV
+    levels = np.full(len(voxels), np.inf)
+    at_start = connected(start_key_level)
+    levels[at_start] = start_eV
+    todo = ~at_start & connected(top_level)
+    low = np.full(len(voxels), start_key_level)
+    high = np.full(len(voxels), top_level)
+    while np.any(todo & (high - low > tolerance_eV)):
+        active = todo & (high - low > tolerance_eV)
+        for lo_hi in np.unique(np.stack([low[active], high[active]], axis=1), axis=0):
+            group = active & (low == lo_hi[0]) & (high == lo_hi[1])
+            middle = 0.5 * (lo_hi[0] + lo_hi[1])
+            inside = connected(middle)
+            high[group & inside] = middle
+            low[group & ~inside] = middle
+    levels[todo] = high[todo]
+    return levels
+
+
 @dataclass(frozen=True)
 class PercolationResult:
     """Percolation energies of a potential grid.

@@ -61,11 +61,18 @@ from screening.mobility import (
     damping_regime,
     homogenised_diffusion,
     kramers_factor,
+    occupied_site_level_eV,
     path_mobility,
 )
 from screening.parameters import ScreeningParameters
 from screening.paths import PercolatingPath, grid_percolating_path, relax_path, resample, smooth
-from screening.percolation import PercolationResult, percolation_energies, periodic_components
+from screening.percolation import (
+    PercolationResult,
+    percolation_energies,
+    periodic_components,
+    site_connection_levels_eV,
+    site_voxels,
+)
 from screening.potential import (
     PeriodicGrid,
     evaluate_grid,
@@ -126,7 +133,10 @@ class Analysis:
 
 
 def _elastic_for(
-    framework: Framework, elastic: ElasticInput | None, candidate_id: str | None
+    framework: Framework,
+    elastic: ElasticInput | None,
+    candidate_id: str | None,
+    estimate_missing: bool = False,
 ) -> ElasticModel:
     density = framework.density_kg_per_m3
     if elastic is not None:
@@ -138,7 +148,7 @@ def _elastic_for(
             source=elastic.source,
             candidate_id=candidate_id,
         )
-    bulk, shear, source = estimate_moduli_GPa(framework)
+    bulk, shear, source = estimate_moduli_GPa(framework, estimate_missing=estimate_missing)
     return elastic_model(
         density, bulk_GPa=bulk, shear_GPa=shear, source=source, candidate_id=candidate_id
     )
@@ -317,10 +327,13 @@ def analyse_candidate(
         cutoff_A=parameters.cutoff_A,
         switch_width_A=parameters.switch_width_A,
         site_exclusion_radius_A=parameters.site_exclusion_radius_A,
+        estimate_missing_parameters=parameters.estimate_missing_parameters,
         candidate_id=candidate_id,
     )
     pair_field = make_pair_field()
-    elastic_data = _elastic_for(framework, elastic, candidate_id)
+    elastic_data = _elastic_for(
+        framework, elastic, candidate_id, parameters.estimate_missing_parameters
+    )
     thermal_rms = stiffness = None
     if parameters.thermal_smearing:
         masses = np.array([Element(el).atomic_mass for el in framework.elements], dtype=float)
@@ -343,6 +356,12 @@ def analyse_candidate(
     lap("elastic")
 
     fine, coarse, notes = _grids(framework, parameters, candidate_id)
+    if pair_field.estimated_pairs:
+        notes.append(
+            "softBV parameters estimated (not in the table) for "
+            + ", ".join(pair_field.estimated_pairs)
+            + ": screening.forcefield.estimated_morse_parameters"
+        )
     energy, coarse_percolation, complete_below = _potential_grid(
         pair_field, fine, coarse, parameters
     )
@@ -483,6 +502,10 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     )
     if parameters.carrier_density == "all_sites":
         carriers = framework.carrier_density_per_m3 * homog.region_weight_fraction
+    elif parameters.carrier_density == "connected_sites":
+        carriers = framework.carrier_density_per_m3 * _connected_site_fraction(
+            analysis, parameters, homog.region_weight_fraction
+        )
     else:
         carriers = framework.carrier_density_per_m3 * _site_fraction(analysis, analysis.region_flat)
 
@@ -514,6 +537,12 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         kt_t = thermal_energy_eV(t)
         return np.array([np.exp(-(openings[d] - openings[1]) / kt_t) for d in (1, 2, 3)])
 
+    site_energies = None
+    if parameters.barrier_reference == "occupied_sites":
+        site_energies = evaluate_points(
+            analysis.field, framework.mobile_frac_coords @ framework.lattice_matrix_A
+        ).energy_eV
+
     def channel_log10(t: float, entropic: bool, gamma: np.ndarray) -> float:
         """log10 sigma (S/cm) along the channel of E_1, path formula, overdamped."""
         profile = (
@@ -521,6 +550,13 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
             if entropic
             else path.energy_eV
         )
+        if site_energies is not None:
+            # the ions start from their own sites: the profile below their level is filled
+            level = occupied_site_level_eV(
+                site_energies, framework.mobile_occupancies, t, float(np.max(profile))
+            )
+            if level is not None:
+                profile = np.maximum(profile, level)
         pm = path_mobility(path.segment_lengths_A, profile, gamma, translation, t)
         return pm.log10_diffusion_m2_per_s + log10_conversion(t)
 
@@ -627,6 +663,50 @@ def _dimensionality(percolation: PercolationResult, parameters: ScreeningParamet
 
 def _log10(value: float) -> float:
     return float(np.log10(value)) if value > 0 else float("-inf")
+
+
+def _connected_site_fraction(
+    analysis: Analysis, parameters: ScreeningParameters, fallback: float
+) -> float:
+    """Occupancy-weighted mean over mobile-ion sites of exp(-(L_i - E_1) / k_B T), L_i >= E_1.
+
+    L_i is the level at which site i's basin joins a percolating channel
+    (:func:`screening.percolation.site_connection_levels_eV`): ions on sites in the channel
+    count fully, ions in pockets behind a higher bottleneck by the Boltzmann factor of the
+    extra climb. A site not connected below the percolation ceiling gets the ceiling (an
+    upper bound, as for E_3D). Sites where the mean-field U is above the ceiling or was not
+    evaluated (a framework ion shares them) are left out; when no site is left, ``fallback``
+    (the all-sites fraction) is returned and a note says so.
+    """
+    framework = analysis.framework
+    percolation = analysis.percolation
+    ceiling = percolation.minimum_energy_eV + percolation.ceiling_eV
+    voxels = site_voxels(analysis.energy_grid_eV.shape, framework.mobile_frac_coords)
+    site_energy = analysis.energy_grid_eV.ravel()[voxels]
+    valid = np.isfinite(site_energy) & (site_energy < ceiling) & (framework.mobile_occupancies > 0)
+    if not np.any(valid):
+        analysis.notes.append(
+            "connected_sites: no mobile-ion site with a meaningful U; all-sites carriers used"
+        )
+        return fallback
+    kt = thermal_energy_eV(parameters.temperature_K)
+    e1 = percolation.energies_eV[1]
+    levels = site_connection_levels_eV(
+        analysis.energy_grid_eV,
+        framework.mobile_frac_coords[valid],
+        e1 + percolation.tolerance_eV,
+        ceiling,
+        tolerance_eV=0.5 * kt,
+    )
+    if not np.all(np.isfinite(levels)):
+        analysis.notes.append(
+            "connected_sites: some mobile-ion sites join no channel below the ceiling; "
+            "their carriers are bounded with the ceiling"
+        )
+    levels = np.minimum(levels, ceiling)
+    weights = framework.mobile_occupancies[valid]
+    boltzmann = np.exp(-np.clip(levels - e1, 0.0, None) / kt)
+    return float(np.sum(weights * boltzmann) / weights.sum())
 
 
 def _site_fraction(analysis: Analysis, region_flat: np.ndarray) -> float:

@@ -78,6 +78,8 @@ class ScreenMaker(Maker):
     thermal_smearing: bool = False
     framework_relaxation: Literal["frozen", "elastic"] = "frozen"
     site_exclusion_radius_A: float = 0.0
+    estimate_missing_parameters: bool = True
+    barrier_reference: Literal["minimum", "occupied_sites"] = "minimum"
     switch_width_A: float = 1.0
     coarse_to_fine: bool = True
     coarse_margin_eV: float = 0.15
@@ -89,7 +91,9 @@ class ScreenMaker(Maker):
     headline: Literal["path_entropic", "homogenised", "path"] = "path_entropic"
     polycrystal_average: Literal["harmonic", "bruggeman", "arithmetic"] = "harmonic"
     inertia_correction: bool = True
-    carrier_density: Literal["all_sites", "percolating_sites"] = "all_sites"
+    carrier_density: Literal["all_sites", "percolating_sites", "connected_sites"] = (
+        "connected_sites"
+    )
     path_relax_iterations: int = 30
     arrhenius_temperatures_K: tuple[float, ...] = (300.0, 400.0, 500.0, 600.0)
     refine_above_1d_eV: float = 1.0

@@ -26,12 +26,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # the subprocess environment and command line of the workflow tests (wf_helpers.py), also
 # when this module is imported from benchmarks/ or without tests/workflows collected
 sys.path.insert(0, str(REPO_ROOT / "tests" / "workflows"))
+from wf_helpers import FAST_CLI as FAST_CLI  # noqa: E402  (re-exported)
+from wf_helpers import FAST_PHYSICS as FAST_PHYSICS  # noqa: E402  (re-exported)
 from wf_helpers import clean_env as clean_env  # noqa: E402  (re-exported)
 from wf_helpers import cli_command  # noqa: E402
-
-#: Coarse, fast physics (about a second per small candidate).
-FAST_PHYSICS: dict[str, Any] = {"grid_spacing_A": 0.3, "arrhenius_temperatures_K": ()}
-FAST_CLI: tuple[str, ...] = ("--grid", "0.3", "--arrhenius", "none")
 
 #: Every cause code a failed candidate may carry (the IondragError subclasses of the
 #: science, plus the codes the sources set on candidates they could not load).

@@ -7,6 +7,7 @@ from screening.mobility import (
     damping_regime,
     homogenised_diffusion,
     kramers_factor,
+    occupied_site_level_eV,
     path_mobility,
 )
 from screening.units import EV_PER_A2_TO_N_PER_M, KB_J_PER_K, thermal_energy_eV
@@ -199,3 +200,26 @@ def test_homogenisation_constant_tensor_on_an_oblique_grid():
     )
     expected = KB_J_PER_K * T * np.linalg.inv(gamma)
     np.testing.assert_allclose(result.diffusion_m2_per_s, expected, rtol=1e-9)
+
+
+def test_occupied_site_level_is_the_weighted_soft_maximum():
+    kt = thermal_energy_eV(300.0)
+    # one kind of site: its energy
+    assert occupied_site_level_eV(np.array([0.2, 0.2]), np.array([1.0, 0.5]), 300.0, 1.0) == (
+        pytest.approx(0.2)
+    )
+    # equal occupancies at 0 and 0.5 eV (>> kT): the upper site carries the flux, and half
+    # the ions are there: 0.5 - kT ln 2
+    level = occupied_site_level_eV(np.array([0.0, 0.5]), np.array([1.0, 1.0]), 300.0, 1.0)
+    assert level == pytest.approx(0.5 - kt * np.log(2.0), abs=1e-9)
+    # the rate identity it encodes: N exp(-(E_s - E_occ)/kT) = sum_i n_i exp(-(E_s - U_i)/kT)
+    u, n, saddle = np.array([0.0, 0.1, 0.25]), np.array([0.8, 0.15, 0.05]), 0.6
+    level = occupied_site_level_eV(u, n, 300.0, saddle)
+    np.testing.assert_allclose(
+        n.sum() * np.exp(-(saddle - level) / kt), np.sum(n * np.exp(-(saddle - u) / kt))
+    )
+    # sites above the saddle (or shared with a framework ion: absurd U) do not count
+    assert occupied_site_level_eV(np.array([0.1, 1e12]), np.array([1.0, 1.0]), 300.0, 0.6) == (
+        pytest.approx(0.1)
+    )
+    assert occupied_site_level_eV(np.array([2.0]), np.array([1.0]), 300.0, 0.6) is None

@@ -3,7 +3,11 @@ import pytest
 from scipy import ndimage
 
 from screening.paths import grid_percolating_path, resample, smooth
-from screening.percolation import percolation_energies, periodic_components
+from screening.percolation import (
+    percolation_energies,
+    periodic_components,
+    site_connection_levels_eV,
+)
 from screening.potential import PeriodicGrid
 
 
@@ -98,3 +102,23 @@ def test_path_along_channel_profile():
     smoothed = smooth(resample(path, 0.05), 0.2)
     np.testing.assert_allclose(smoothed.translation_A, path.translation_A)
     assert smoothed.length_A == pytest.approx(3.0, rel=1e-3)
+
+
+def test_site_connection_levels_find_the_bottleneck_of_each_pocket():
+    n = 20
+    u = np.full((n, n, n), 2.0)  # walls
+    u[:, 0:2, 0:2] = 0.0  # a channel along a
+    u[5:8, 10:13, 0:2] = 0.1  # pocket 1 ...
+    u[6, 2:10, 0] = 0.5  # ... joined to the channel by a corridor at 0.5 eV
+    u[15:17, 15:17, 15:17] = 0.1  # pocket 2: only over the 2 eV walls
+    sites = np.array(
+        [[0.5, 0.02, 0.02], [6 / n, 11 / n, 0.02], [15.5 / n, 15.5 / n, 15.5 / n]]
+    )  # in the channel, in pocket 1, in pocket 2
+    tol = 0.01
+    levels = site_connection_levels_eV(u, sites, 0.001, 1.5, tolerance_eV=tol)
+    assert levels[0] == pytest.approx(0.001)
+    assert 0.5 <= levels[1] <= 0.5 + 2 * tol
+    assert levels[2] == np.inf  # not below the 1.5 eV ceiling
+    higher = site_connection_levels_eV(u, sites, 0.001, 3.0, tolerance_eV=tol)
+    assert 2.0 <= higher[2] <= 2.0 + 2 * tol
+    np.testing.assert_allclose(higher[:2], levels[:2], atol=2 * tol)

@@ -11,11 +11,23 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-#: Coarse, fast physics (about a second per small candidate).
-FAST_PHYSICS: dict = {"grid_spacing_A": 0.3, "arrhenius_temperatures_K": ()}
+#: Coarse, fast physics (about a second per small candidate), with the strict force field
+#: (no estimated softBV parameters), so that Li3P stays the missing-parameters case.
+FAST_PHYSICS: dict = {
+    "grid_spacing_A": 0.3,
+    "arrhenius_temperatures_K": (),
+    "estimate_missing_parameters": False,
+}
 
 #: The same as CLI options.
-FAST_CLI: tuple[str, ...] = ("--grid", "0.3", "--arrhenius", "none")
+FAST_CLI: tuple[str, ...] = (
+    "--grid",
+    "0.3",
+    "--arrhenius",
+    "none",
+    "--param",
+    "estimate_missing_parameters=false",
+)
 
 #: Small embedded candidates: three that score (Li and Na) and one that fails (no softBV
 #: parameters for Li-P).
