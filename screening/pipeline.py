@@ -690,11 +690,12 @@ def _connected_site_fraction(
         )
         return fallback
     kt = thermal_energy_eV(parameters.temperature_K)
-    e1 = percolation.energies_eV[1]
+    # E_1 is the percolation threshold to within its bisection tolerance: start just above
+    start = percolation.energies_eV[1] + percolation.tolerance_eV
     levels = site_connection_levels_eV(
         analysis.energy_grid_eV,
         framework.mobile_frac_coords[valid],
-        e1 + percolation.tolerance_eV,
+        start,
         ceiling,
         tolerance_eV=0.5 * kt,
     )
@@ -705,7 +706,7 @@ def _connected_site_fraction(
         )
     levels = np.minimum(levels, ceiling)
     weights = framework.mobile_occupancies[valid]
-    boltzmann = np.exp(-np.clip(levels - e1, 0.0, None) / kt)
+    boltzmann = np.exp(-np.clip(levels - start, 0.0, None) / kt)
     return float(np.sum(weights * boltzmann) / weights.sum())
 
 

@@ -166,3 +166,21 @@ def test_coarse_to_fine_matches_full_evaluation(obelix, cid):
             assert refined.percolation.energies_eV[d] == pytest.approx(
                 full.percolation.energies_eV[d], abs=2 * parameters.percolation_tolerance_eV
             )
+
+
+def test_connected_site_carriers_count_every_ion_of_an_open_framework():
+    """In Li2O every Li site lies on the 3D network: all ions carry (weight 1 each)."""
+    candidate = Candidate(candidate_id="li2o", source="structure", structure=antifluorite())
+    connected, _ = score_candidate(
+        candidate, ScreeningParameters(**FAST, carrier_density="connected_sites")
+    )
+    every_site, _ = score_candidate(
+        candidate, ScreeningParameters(**FAST, carrier_density="all_sites")
+    )
+    assert connected.carrier_convention == "connected_sites"
+    assert connected.carrier_density_per_m3 == pytest.approx(connected.mobile_ion_density_per_m3)
+    # the single-ion Boltzmann fraction in the region is at most 1
+    assert every_site.carrier_density_per_m3 <= every_site.mobile_ion_density_per_m3 * (1 + 1e-12)
+    # with the same carriers the two conventions give the same conductivity
+    ratio = connected.carrier_density_per_m3 / every_site.carrier_density_per_m3
+    assert connected.sigma_S_per_cm == pytest.approx(every_site.sigma_S_per_cm * ratio, rel=1e-6)
