@@ -500,18 +500,23 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         regularised_drag(analysis.gamma_region_kg_per_s, floor),
         temperature,
     )
-    if parameters.carrier_density == "all_sites":
-        carriers = framework.carrier_density_per_m3 * homog.region_weight_fraction
-    elif parameters.carrier_density == "connected_sites":
-        carriers = framework.carrier_density_per_m3 * _connected_site_fraction(
-            analysis, parameters, homog.region_weight_fraction
-        )
-    else:
-        carriers = framework.carrier_density_per_m3 * _site_fraction(analysis, analysis.region_flat)
+    connection = None
+    if parameters.carrier_density == "connected_sites":
+        connection = _site_connection(analysis, parameters)
+
+    def carriers_at(t: float) -> float:
+        """Carrier density at temperature t, 1/m^3 (the site weights depend on t)."""
+        if connection is not None:
+            return framework.carrier_density_per_m3 * connection.fraction(t)
+        if parameters.carrier_density == "percolating_sites":
+            return framework.carrier_density_per_m3 * _site_fraction(analysis, analysis.region_flat)
+        return framework.carrier_density_per_m3 * homog.region_weight_fraction
+
+    carriers = carriers_at(temperature)
 
     def log10_conversion(t: float) -> float:
         """log10 of n q^2 / (k_B T) in S/cm per m^2/s."""
-        unit = nernst_einstein_S_per_m(1.0, max(carriers, 1e-300), charge, t)
+        unit = nernst_einstein_S_per_m(1.0, max(carriers_at(t), 1e-300), charge, t)
         return float(np.log10(unit * S_PER_M_TO_S_PER_CM))
 
     def polycrystal(relative: np.ndarray) -> float:
@@ -605,7 +610,10 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         ts = np.array(parameters.arrhenius_temperatures_K)
         if parameters.headline == "homogenised":
             logs = np.array(
-                [_log10_homogenised(analysis, floor, carriers, charge, t, polycrystal) for t in ts]
+                [
+                    _log10_homogenised(analysis, floor, carriers_at(t), charge, t, polycrystal)
+                    for t in ts
+                ]
             )
         else:
             logs = np.array([path_estimate(t, entropic, gamma_path) for t in ts])
@@ -665,18 +673,42 @@ def _log10(value: float) -> float:
     return float(np.log10(value)) if value > 0 else float("-inf")
 
 
-def _connected_site_fraction(
-    analysis: Analysis, parameters: ScreeningParameters, fallback: float
-) -> float:
-    """Occupancy-weighted mean over mobile-ion sites of exp(-(L_i - E_1) / k_B T), L_i >= E_1.
+@dataclasses.dataclass(frozen=True)
+class SiteConnection:
+    """Where each mobile-ion site joins the conducting network (``connected_sites``).
+
+    Attributes
+    ----------
+    levels_eV
+        L_i, the level at which site i's basin joins a percolating channel, eV (sites not
+        connected below the percolation ceiling carry the ceiling: an upper bound).
+    occupancies
+        The sites' occupancies.
+    start_eV
+        The channel's own level (just above E_1), eV; sites at or below it count fully.
+    """
+
+    levels_eV: np.ndarray
+    occupancies: np.ndarray
+    start_eV: float
+
+    def fraction(self, temperature_K: float) -> float:
+        """Occupancy-weighted mean of exp(-(L_i - start) / k_B T) (dimensionless)."""
+        kt = thermal_energy_eV(temperature_K)
+        boltzmann = np.exp(-np.clip(self.levels_eV - self.start_eV, 0.0, None) / kt)
+        return float(np.sum(self.occupancies * boltzmann) / self.occupancies.sum())
+
+
+def _site_connection(analysis: Analysis, parameters: ScreeningParameters) -> SiteConnection | None:
+    """Return the connection levels of the mobile-ion sites, or None (all-sites carriers).
 
     L_i is the level at which site i's basin joins a percolating channel
     (:func:`screening.percolation.site_connection_levels_eV`): ions on sites in the channel
     count fully, ions in pockets behind a higher bottleneck by the Boltzmann factor of the
-    extra climb. A site not connected below the percolation ceiling gets the ceiling (an
-    upper bound, as for E_3D). Sites where the mean-field U is above the ceiling or was not
-    evaluated (a framework ion shares them) are left out; when no site is left, ``fallback``
-    (the all-sites fraction) is returned and a note says so.
+    extra climb (:meth:`SiteConnection.fraction`). A site not connected below the
+    percolation ceiling gets the ceiling (an upper bound, as for E_3D). Sites where the
+    mean-field U is above the ceiling or was not evaluated (a framework ion shares them)
+    are left out; when no site is left, None is returned and a note says so.
     """
     framework = analysis.framework
     percolation = analysis.percolation
@@ -688,8 +720,7 @@ def _connected_site_fraction(
         analysis.notes.append(
             "connected_sites: no mobile-ion site with a meaningful U; all-sites carriers used"
         )
-        return fallback
-    kt = thermal_energy_eV(parameters.temperature_K)
+        return None
     # E_1 is the percolation threshold to within its bisection tolerance: start just above
     start = percolation.energies_eV[1] + percolation.tolerance_eV
     levels = site_connection_levels_eV(
@@ -697,17 +728,14 @@ def _connected_site_fraction(
         framework.mobile_frac_coords[valid],
         start,
         ceiling,
-        tolerance_eV=0.5 * kt,
+        tolerance_eV=0.5 * thermal_energy_eV(parameters.temperature_K),
     )
     if not np.all(np.isfinite(levels)):
         analysis.notes.append(
             "connected_sites: some mobile-ion sites join no channel below the ceiling; "
             "their carriers are bounded with the ceiling"
         )
-    levels = np.minimum(levels, ceiling)
-    weights = framework.mobile_occupancies[valid]
-    boltzmann = np.exp(-np.clip(levels - start, 0.0, None) / kt)
-    return float(np.sum(weights * boltzmann) / weights.sum())
+    return SiteConnection(np.minimum(levels, ceiling), framework.mobile_occupancies[valid], start)
 
 
 def _site_fraction(analysis: Analysis, region_flat: np.ndarray) -> float:

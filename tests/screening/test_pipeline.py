@@ -184,3 +184,14 @@ def test_connected_site_carriers_count_every_ion_of_an_open_framework():
     # with the same carriers the two conventions give the same conductivity
     ratio = connected.carrier_density_per_m3 / every_site.carrier_density_per_m3
     assert connected.sigma_S_per_cm == pytest.approx(every_site.sigma_S_per_cm * ratio, rel=1e-6)
+
+
+def test_site_connection_weights_follow_the_temperature():
+    from screening.pipeline import SiteConnection
+    from screening.units import thermal_energy_eV
+
+    connection = SiteConnection(np.array([0.30, 0.40, 0.30]), np.array([1.0, 1.0, 0.5]), 0.30)
+    for t in (300.0, 600.0):
+        pocket = np.exp(-0.10 / thermal_energy_eV(t))
+        assert connection.fraction(t) == pytest.approx((1.0 + pocket + 0.5) / 2.5)
+    assert connection.fraction(600.0) > connection.fraction(300.0)
