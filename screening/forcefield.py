@@ -24,6 +24,7 @@ lengths in A.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any
@@ -82,24 +83,36 @@ def morse_parameters(
         When the table has no entry for the pair at these oxidation states (and, with
         ``estimate_missing``, no estimate can be made either).
     """
-    try:
-        entry = softbv_table()[cation][str(cation_charge)][anion][str(anion_charge)]
-    except KeyError:
-        if estimate_missing:
-            return estimated_morse_parameters(cation, cation_charge, anion, anion_charge)
-        raise MissingParametersError(
-            f"no softBV parameters for {cation}{cation_charge:+d}-{anion}{anion_charge:+d}"
-        ) from None
-    return float(entry["d0"]), float(entry["r_min"]), float(entry["alpha"])
+    entry = _table_entry(cation, cation_charge, anion, anion_charge)
+    if entry is not None:
+        return float(entry["d0"]), float(entry["r_min"]), float(entry["alpha"])
+    if estimate_missing:
+        return estimated_morse_parameters(cation, cation_charge, anion, anion_charge)
+    raise MissingParametersError(
+        f"no softBV parameters for {cation}{cation_charge:+d}-{anion}{anion_charge:+d}"
+    )
+
+
+def _table_entry(
+    cation: str, cation_charge: int, anion: str, anion_charge: int
+) -> dict[str, float] | None:
+    """Return the softBV table's entry for the pair at these oxidation states, or None."""
+    by_charge = softbv_table().get(cation, {}).get(str(cation_charge), {}).get(anion, {})
+    return by_charge.get(str(anion_charge))
 
 
 def has_table_entry(cation: str, cation_charge: int, anion: str, anion_charge: int) -> bool:
     """Return whether the softBV table itself lists the pair at these oxidation states."""
-    try:
-        softbv_table()[cation][str(cation_charge)][anion][str(anion_charge)]
-    except KeyError:
-        return False
-    return True
+    return _table_entry(cation, cation_charge, anion, anion_charge) is not None
+
+
+def _table_entries() -> Iterator[tuple[str, int, str, int, dict[str, float]]]:
+    """Every table entry as (cation, cation charge, anion, anion charge, parameters)."""
+    for cation, states in softbv_table().items():
+        for q_c, anions in states.items():
+            for anion, by_charge in anions.items():
+                for q_a, entry in by_charge.items():
+                    yield cation, int(q_c), anion, int(q_a), entry
 
 
 @cache
@@ -153,23 +166,20 @@ class SoftBVExtension:
         Array (n_cations, 3): a_C, c_C, d_C.
     anion_coefficients
         (u, v, w) as arrays of length 2, 2 and 3.
-    n_entries
-        Number of table entries fitted.
     """
 
     cation_states: tuple[str, ...]
     offsets: np.ndarray
     anion_coefficients: tuple[np.ndarray, np.ndarray, np.ndarray]
-    n_entries: int
 
     def predict(
         self, cation: str, cation_charge: int, anion: str, anion_charge: int
     ) -> tuple[float, float, float]:
         """(D0 eV, R_min A, alpha 1/A) of the pair; KeyError when it cannot be estimated."""
         key = f"{cation}{cation_charge:+d}"
-        row = self.cation_states.index(key) if key in self.cation_states else None
-        if row is None:
+        if key not in self.cation_states:
             raise KeyError(key)
+        row = self.cation_states.index(key)
         table = _size_softness()
         features = np.array([table[anion]["r"], table[anion]["c"]], dtype=float)
         u, v, w = self.anion_coefficients
@@ -187,24 +197,20 @@ def fit_softbv_extension(exclude_anion: str | None = None) -> SoftBVExtension:
     well the regression predicts an anion it has not seen (the situation of P3- or H-).
     """
     table = _size_softness()
-    rows: list[tuple[str, str, int, dict[str, float]]] = []
-    for cation, states in softbv_table().items():
-        for q_c, anions in states.items():
-            for anion, by_charge in anions.items():
-                for q_a, entry in by_charge.items():
-                    if anion == exclude_anion or cation not in table or anion not in table:
-                        continue
-                    rows.append((f"{cation}{int(q_c):+d}", anion, int(q_a), entry))
-    cations = tuple(sorted({key for key, _, _, _ in rows}))
+    rows = [
+        row
+        for row in _table_entries()
+        if row[2] != exclude_anion and row[0] in table and row[2] in table
+    ]
+    cations = tuple(sorted({f"{cation}{q_c:+d}" for cation, q_c, *_ in rows}))
     index = {key: i for i, key in enumerate(cations)}
     n = len(rows)
     indicator = np.zeros((n, len(cations)))
     features = np.zeros((n, 2))
     log_q = np.zeros(n)
     targets = np.zeros((n, 3))
-    for k, (key, anion, q_a, entry) in enumerate(rows):
-        cation = key.rstrip("+-0123456789")
-        indicator[k, index[key]] = 1.0
+    for k, (cation, q_c, anion, q_a, entry) in enumerate(rows):
+        indicator[k, index[f"{cation}{q_c:+d}"]] = 1.0
         features[k] = table[anion]["r"], table[anion]["c"]
         log_q[k] = np.log(abs(q_a))
         targets[k] = (
@@ -219,7 +225,8 @@ def fit_softbv_extension(exclude_anion: str | None = None) -> SoftBVExtension:
         solution, *_ = np.linalg.lstsq(design, targets[:, t], rcond=None)
         offsets[:, t] = solution[: len(cations)]
         coefficients.append(solution[len(cations) :])
-    return SoftBVExtension(cations, offsets, tuple(coefficients), n)  # type: ignore[arg-type]
+    u, v, w = coefficients
+    return SoftBVExtension(cations, offsets, (u, v, w))
 
 
 def held_out_anion_errors(anion: str) -> dict[str, np.ndarray]:
@@ -235,16 +242,16 @@ def held_out_anion_errors(anion: str) -> dict[str, np.ndarray]:
     """
     model = fit_softbv_extension(exclude_anion=anion)
     errors: dict[str, list[float]] = {"b": [], "d0": [], "r_min_A": []}
-    for cation, states in softbv_table().items():
-        for q_c, by_anion in states.items():
-            for q_a, entry in by_anion.get(anion, {}).items():
-                try:
-                    d0, r_min, alpha = model.predict(cation, int(q_c), anion, int(q_a))
-                except KeyError:
-                    continue
-                errors["b"].append(entry["alpha"] / alpha - 1.0)
-                errors["d0"].append(d0 / entry["d0"] - 1.0)
-                errors["r_min_A"].append(r_min - entry["r_min"])
+    for cation, q_c, other, q_a, entry in _table_entries():
+        if other != anion:
+            continue
+        try:
+            d0, r_min, alpha = model.predict(cation, q_c, anion, q_a)
+        except KeyError:
+            continue
+        errors["b"].append(entry["alpha"] / alpha - 1.0)
+        errors["d0"].append(d0 / entry["d0"] - 1.0)
+        errors["r_min_A"].append(r_min - entry["r_min"])
     return {key: np.array(values) for key, values in errors.items()}
 
 
@@ -477,13 +484,15 @@ def build_pair_field(
             continue
         if q * q_mobile < 0:
             try:
-                d0[i], rmin[i], alpha[i] = morse_parameters(
-                    mobile, q_mobile, element, q, estimate_missing=estimate_missing_parameters
-                )
                 if estimate_missing_parameters and not has_table_entry(
                     mobile, q_mobile, element, q
                 ):
+                    d0[i], rmin[i], alpha[i] = estimated_morse_parameters(
+                        mobile, q_mobile, element, q
+                    )
                     estimated.add(f"{mobile}{q_mobile:+d}-{element}{q:+d}")
+                else:
+                    d0[i], rmin[i], alpha[i] = morse_parameters(mobile, q_mobile, element, q)
             except MissingParametersError as error:
                 raise (error.with_candidate(candidate_id) if candidate_id else error) from None
             is_morse[i] = True

@@ -504,13 +504,15 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     if parameters.carrier_density == "connected_sites":
         connection = _site_connection(analysis, parameters)
 
+    # the temperature-independent conventions are evaluated once
+    fixed_fraction = homog.region_weight_fraction
+    if parameters.carrier_density == "percolating_sites":
+        fixed_fraction = _site_fraction(analysis, analysis.region_flat)
+
     def carriers_at(t: float) -> float:
-        """Carrier density at temperature t, 1/m^3 (the site weights depend on t)."""
-        if connection is not None:
-            return framework.carrier_density_per_m3 * connection.fraction(t)
-        if parameters.carrier_density == "percolating_sites":
-            return framework.carrier_density_per_m3 * _site_fraction(analysis, analysis.region_flat)
-        return framework.carrier_density_per_m3 * homog.region_weight_fraction
+        """Carrier density at temperature t, 1/m^3 (connected-site weights depend on t)."""
+        fraction = fixed_fraction if connection is None else connection.fraction(t)
+        return framework.carrier_density_per_m3 * fraction
 
     carriers = carriers_at(temperature)
 
@@ -743,10 +745,7 @@ def _site_fraction(analysis: Analysis, region_flat: np.ndarray) -> float:
     framework = analysis.framework
     if framework.mobile_occupancies.sum() == 0:
         return 0.0
-    shape = np.array(analysis.grid.shape)
-    index = np.round(np.mod(framework.mobile_frac_coords, 1.0) * shape).astype(int) % shape
-    flat = np.ravel_multi_index(index.T, tuple(shape))
-    inside = np.isin(flat, region_flat)
+    inside = np.isin(site_voxels(analysis.grid.shape, framework.mobile_frac_coords), region_flat)
     return float(framework.mobile_occupancies[inside].sum() / framework.mobile_occupancies.sum())
 
 
