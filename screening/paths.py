@@ -158,8 +158,15 @@ def grid_percolating_path(
     level_eV: float,
     temperature_K: float,
     candidate_id: str | None = None,
+    channel_level_eV: float | None = None,
 ) -> PercolatingPath:
     """Find the best percolating loop on the grid graph below ``level_eV``.
+
+    The loop is the one of least resistance sum exp(U/k_B T) ds through the lowest point of
+    the channel: the lowest grid point of the components that percolate below
+    ``channel_level_eV`` (default ``level_eV``). With ``channel_level_eV`` just above E_1
+    that is the conducting channel itself; a deeper pocket off the channel (a dead end the
+    ion leaves by the way it came) is not part of the loop.
 
     Parameters
     ----------
@@ -173,6 +180,9 @@ def grid_percolating_path(
         Sets the weight exp(U / k_B T) of the path integral.
     candidate_id
         Named in errors.
+    channel_level_eV
+        Level (eV, at most ``level_eV``) whose percolating components hold the loop's
+        lowest point; None: ``level_eV``.
 
     Raises
     ------
@@ -192,7 +202,15 @@ def grid_percolating_path(
     # the path straight inside wells where the exponential underflows
     weight_energy = np.exp(np.minimum((flat_energy[nodes] - level_eV) / kt, 0.0)) + 1e-9
     matrix, src, dst, shifts, weights = _graph(flat_energy, grid, nodes, weight_energy)
-    source = int(np.argmin(flat_energy[nodes]))
+    source_energy = flat_energy[nodes]
+    if channel_level_eV is not None and channel_level_eV < level_eV:
+        channel = periodic_components(energy_grid_eV < channel_level_eV)
+        at_channel_level = np.isin(
+            channel.labels.ravel()[nodes], np.flatnonzero(channel.dimensionality >= 1)
+        )
+        if np.any(at_channel_level):
+            source_energy = np.where(at_channel_level, source_energy, np.inf)
+    source = int(np.argmin(source_energy))
     distance, predecessors = dijkstra(
         matrix.tocsr(), directed=False, indices=source, return_predecessors=True
     )

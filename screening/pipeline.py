@@ -390,8 +390,15 @@ def analyse_candidate(
     gamma_region = drag_tensor(values.hessian_eV_per_A2, elastic_data.lambda_s3_per_kg)
     lap("drag")
 
+    # the loop runs through the channel that percolates at E_1 (its bisection tolerance
+    # above), not through a deeper pocket beside it
     grid_path = grid_percolating_path(
-        energy, fine, e1 + parameters.window_kT * kt, parameters.temperature_K, candidate_id
+        energy,
+        fine,
+        e1 + parameters.window_kT * kt,
+        parameters.temperature_K,
+        candidate_id,
+        channel_level_eV=e1 + 2.0 * percolation.tolerance_eV,
     )
     start = smooth(resample(grid_path, 0.1), 0.3)
     path = relax_path(pair_field, start, iterations=parameters.path_relax_iterations)

@@ -122,3 +122,24 @@ def test_site_connection_levels_find_the_bottleneck_of_each_pocket():
     higher = site_connection_levels_eV(u, sites, 0.001, 3.0, tolerance_eV=tol)
     assert 2.0 <= higher[2] <= 2.0 + 2 * tol
     np.testing.assert_allclose(higher[:2], levels[:2], atol=2 * tol)
+
+
+def test_path_runs_through_the_channel_not_a_deeper_pocket_beside_it():
+    n = 24
+    grid = PeriodicGrid(np.diag([4.8, 4.8, 4.8]), (n, n, n))
+    x = np.arange(n) / n
+    u = np.full((n, n, n), 3.0)  # walls
+    u[:, 0:2, 0:2] = (0.45 - 0.15 * np.cos(2 * np.pi * x))[:, None, None]  # channel 0.3-0.6
+    u[10:13, 8:11, 0:2] = 0.0  # a deeper pocket ...
+    u[11, 2:8, 0] = 0.8  # ... whose only door to the channel is at 0.8 eV
+    e1 = percolation_energies(u, 2.0, 0.001).energies_eV[1]
+    assert e1 == pytest.approx(0.6, abs=0.002)  # the channel's own saddle
+    level = e1 + 0.4  # a transport window that takes in the pocket and its door
+    through_minimum = grid_percolating_path(u, grid, level, 300.0)
+    assert through_minimum.energy_eV.min() == 0.0  # the loop was forced through the pocket
+    assert through_minimum.energy_eV.max() == pytest.approx(0.8)
+    channel = grid_percolating_path(u, grid, level, 300.0, channel_level_eV=e1 + 0.004)
+    assert tuple(np.abs(channel.translation_cells)) == (1, 0, 0)
+    assert channel.energy_eV.min() == pytest.approx(0.3, abs=0.01)
+    assert channel.energy_eV.max() == pytest.approx(0.6, abs=0.01)
+    assert channel.length_A == pytest.approx(4.8, abs=1e-9)
