@@ -795,12 +795,15 @@ def _plot_png(
 
 
 def _validate(args: argparse.Namespace) -> int:
-    parameters = _parameters_or_usage(
-        temperature_K=args.temperature,
-        grid_spacing_A=args.grid,
-        ion=args.ion,
-        **{**_backend_options(args), **_param_options(args.param)},
-    )
+    # --param KEY=VALUE wins over the dedicated flags, as in `iondrag screen`
+    physics: dict[str, Any] = {
+        "temperature_K": args.temperature,
+        "grid_spacing_A": args.grid,
+        "ion": args.ion,
+    }
+    physics.update(_backend_options(args))
+    physics.update(_param_options(args.param))
+    parameters = _parameters_or_usage(**physics)
     _require_ml_extra(parameters)
     for path, what in ((args.cifs, "CIF folder"), (args.table, "table")):
         if not Path(path).expanduser().exists():

@@ -179,7 +179,9 @@ def test_validate_runs_on_cifs_and_a_table(tmp_path: Path, small_cifs: Path) -> 
         "--json",
         out,
         "--grid",
-        "0.3",
+        "0.4",
+        "--param",
+        "grid_spacing_A=0.3",  # --param wins over the dedicated flag
         "--workers",
         "1",
         "--quiet",
@@ -187,6 +189,7 @@ def test_validate_runs_on_cifs_and_a_table(tmp_path: Path, small_cifs: Path) -> 
     completed = run_cli(args, clean_env(tmp_path))
     assert completed.returncode == 0, completed.stderr
     report = json.loads(out.read_text())
+    assert report["parameters"]["grid_spacing_A"] == 0.3
     for key in (
         "n_scored",
         "n_failed",
