@@ -44,10 +44,11 @@ class ScreeningParameters(BaseModel):
         "(Debye model from the elastic data): the second-order, Debye-Waller term of U.",
     )
     framework_relaxation: Literal["frozen", "elastic"] = Field(
-        "frozen",
+        "elastic",
         description="'elastic': each framework ion gives way to the mobile ion along the "
         "bond, held by the static stiffness of an ion in the candidate's elastic continuum "
-        "(screening.elastic.point_force_stiffness_eV_per_A2); 'frozen': the rigid framework.",
+        "(screening.elastic.point_force_stiffness_eV_per_A2); 'frozen': the rigid framework "
+        "(the bare BVSE potential).",
     )
     site_exclusion_radius_A: float = Field(
         0.0,

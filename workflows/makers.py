@@ -76,7 +76,7 @@ class ScreenMaker(Maker):
     grid_spacing_A: float = 0.2
     cutoff_A: float = 6.0
     thermal_smearing: bool = False
-    framework_relaxation: Literal["frozen", "elastic"] = "frozen"
+    framework_relaxation: Literal["frozen", "elastic"] = "elastic"
     site_exclusion_radius_A: float = 0.0
     estimate_missing_parameters: bool = True
     barrier_reference: Literal["minimum", "occupied_sites"] = "minimum"

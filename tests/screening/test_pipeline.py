@@ -116,9 +116,15 @@ def test_cubic_crystal_gives_isotropic_tensor():
     assert result.dimensionality == 3
 
 
-def test_rotating_the_crystal_rotates_the_tensor():
+# Frozen: rotation changes nothing but round-off. Elastic: the relaxed pair terms are
+# cubic splines, and the string method's end point then moves by ~1e-4 relative with the
+# round-off of the frame (path barrier 0.14565 vs 0.14568 eV), which reaches the drag floor.
+@pytest.mark.parametrize(
+    ("relaxation", "rtol", "decades"), [("frozen", 1e-6, 1e-6), ("elastic", 3e-3, 0.01)]
+)
+def test_rotating_the_crystal_rotates_the_tensor(relaxation, rtol, decades):
     structure = _li3n()
-    parameters = ScreeningParameters(**FAST)
+    parameters = ScreeningParameters(**FAST, framework_relaxation=relaxation)
     base = analyse_candidate(structure, parameters)
     rotation = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # permutation
     rotated_structure = Structure(
@@ -131,9 +137,11 @@ def test_rotating_the_crystal_rotates_the_tensor():
     d0 = base.results["homogenised"].diffusion_m2_per_s
     d1 = rotated.results["homogenised"].diffusion_m2_per_s
     np.testing.assert_allclose(
-        d1, rotation @ d0 @ rotation.T, rtol=1e-6, atol=1e-9 * np.abs(d0).max()
+        d1, rotation @ d0 @ rotation.T, rtol=rtol, atol=1e-9 * np.abs(d0).max()
     )
-    assert rotated.results["estimates"] == pytest.approx(base.results["estimates"])
+    assert rotated.results["estimates"] == pytest.approx(
+        base.results["estimates"], rel=0, abs=decades
+    )
 
 
 def test_same_inputs_give_identical_results():

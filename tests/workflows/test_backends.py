@@ -98,10 +98,14 @@ def _rows(db: Path) -> list[dict]:
 def test_backend_parameters_and_fingerprints() -> None:
     default = ScreeningParameters()
     assert (default.potential, default.elastic) == ("bvse", "given_or_estimate")
-    # BVSE screens keep the fingerprint of results stored before the backends existed
-    assert default.fingerprint() == _fingerprint_without_backends(default)
-    warm = ScreeningParameters(temperature_K=400.0)
+    # frozen-framework BVSE screens hash as they did before these fields existed
+    frozen = ScreeningParameters(framework_relaxation="frozen")
+    assert frozen.fingerprint() == _fingerprint_without_backends(frozen)
+    warm = ScreeningParameters(temperature_K=400.0, framework_relaxation="frozen")
     assert warm.fingerprint() == _fingerprint_without_backends(warm)
+    # the default (relaxed framework) is not the frozen one
+    assert default.framework_relaxation == "elastic"
+    assert default.fingerprint() != frozen.fingerprint()
     assert ScreeningParameters(potential="bvse").fingerprint() == default.fingerprint()
     prints = {
         ScreeningParameters(potential="chgnet").fingerprint(),
