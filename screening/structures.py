@@ -533,7 +533,10 @@ def ionic_radii_A(elements: Sequence[str], charges_e: Sequence[float] | np.ndarr
     radii = []
     for element, charge in zip(elements, charges_e, strict=True):
         radius = None
-        with contextlib.suppress(ValueError, KeyError, TypeError):
+        # pymatgen warns for states without a Shannon radius (P3-, Sb3-); the fallbacks
+        # below cover them, so the warning would only be noise in every screen
+        with contextlib.suppress(ValueError, KeyError, TypeError), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             radius = Species(element, round(float(charge))).ionic_radius
         if radius is None:
             el = Element(element)

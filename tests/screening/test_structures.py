@@ -169,3 +169,16 @@ def test_split_mobile_sites_are_not_overlaps():
         fluoride.replace(0, {"F": 0.55}, [0.0, 0.0, 0.0])
         fluoride.replace(len(fluoride) - 1, {"F": 0.55}, [0.035, 0.0, 0.0])
         prepare_framework(fluoride)
+
+
+def test_ionic_radii_fall_back_quietly_for_states_without_a_shannon_radius():
+    import warnings
+
+    from screening.structures import ionic_radii_A
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pymatgen's "No ionic radius for P3-!" would raise
+        radii = ionic_radii_A(["P", "Sb", "O", "Li"], [-3, -3, -2, 1])
+    assert np.all(radii > 0.5)
+    assert radii[2] == pytest.approx(1.26, abs=0.15)  # O2-: Shannon radius
+    assert radii[3] == pytest.approx(0.76, abs=0.15)  # Li+
