@@ -318,6 +318,22 @@ def _parameters_or_usage(**values: Any) -> Any:
         raise UsageError(_one_line(error)) from error
 
 
+def _physics_parameters(args: argparse.Namespace, **extra: Any) -> Any:
+    """ScreeningParameters from the physics flags of screen and validate.
+
+    ``--param KEY=VALUE`` is applied last, so it wins over the dedicated flags.
+    """
+    physics: dict[str, Any] = {
+        "temperature_K": args.temperature,
+        "grid_spacing_A": args.grid,
+        "ion": args.ion,
+        **extra,
+    }
+    physics.update(_backend_options(args))
+    physics.update(_param_options(getattr(args, "param", [])))
+    return _parameters_or_usage(**physics)
+
+
 def _param_options(items: Sequence[str]) -> dict[str, Any]:
     """KEY=VALUE pairs of ScreeningParameters fields; values parsed as JSON when they can be."""
     import json
@@ -449,16 +465,8 @@ def _screen(args: argparse.Namespace) -> int:
             "--elements/--chemsys/--max-ehull/--max-sites/--max-candidates need --source mp"
         )
     arrhenius = _arrhenius(args.arrhenius)
-    physics: dict[str, Any] = {
-        "temperature_K": args.temperature,
-        "grid_spacing_A": args.grid,
-        "ion": args.ion,
-    }
-    if arrhenius is not None:
-        physics["arrhenius_temperatures_K"] = arrhenius
-    physics.update(_backend_options(args))
-    physics.update(_param_options(getattr(args, "param", [])))
-    parameters = _parameters_or_usage(**physics)
+    extra = {} if arrhenius is None else {"arrhenius_temperatures_K": arrhenius}
+    parameters = _physics_parameters(args, **extra)
     ids = None
     if args.ids is not None:
         if source != "embedded":
@@ -500,7 +508,7 @@ def _screen(args: argparse.Namespace) -> int:
         **{
             name: getattr(parameters, name)
             for name in type(parameters).model_fields
-            if name in physics or hasattr(ScreenMaker, name)
+            if name in parameters.model_fields_set or hasattr(ScreenMaker, name)
         },
     )
     options: dict[str, Any] | None = mp_options if source == "mp" else None
@@ -795,15 +803,7 @@ def _plot_png(
 
 
 def _validate(args: argparse.Namespace) -> int:
-    # --param KEY=VALUE wins over the dedicated flags, as in `iondrag screen`
-    physics: dict[str, Any] = {
-        "temperature_K": args.temperature,
-        "grid_spacing_A": args.grid,
-        "ion": args.ion,
-    }
-    physics.update(_backend_options(args))
-    physics.update(_param_options(args.param))
-    parameters = _parameters_or_usage(**physics)
+    parameters = _physics_parameters(args)
     _require_ml_extra(parameters)
     for path, what in ((args.cifs, "CIF folder"), (args.table, "table")):
         if not Path(path).expanduser().exists():
