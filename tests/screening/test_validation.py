@@ -31,6 +31,7 @@ from screening.validation import (
     censored_best_shift,
     censored_errors,
     censored_mae,
+    censored_monotone_mae,
     evaluate_records,
     json_safe,
     kendall,
@@ -64,6 +65,7 @@ CONTRACT_KEYS = {
     "iondrag_version",
     "data_attribution",
     "mae_log10_best_constant",
+    "mae_log10_best_monotone",
     "baseline_constant",
 }
 ABLATION_NAMES = {
@@ -233,6 +235,46 @@ def test_censored_best_shift_minimises_the_censored_mae() -> None:
     assert mae == pytest.approx(1.0)
     # bounds only: undefined
     assert censored_best_shift([0.0], [1.0], [True]) is None
+
+
+def _brute_monotone_mae(scores: np.ndarray, exp: np.ndarray, bound: np.ndarray) -> float:
+    """Every non-decreasing assignment of the measured values to the sorted distinct scores."""
+    distinct = np.unique(scores)
+    levels = np.unique(exp)
+    best = np.inf
+    for values in itertools.combinations_with_replacement(levels, len(distinct)):
+        mapped = np.asarray(values)[np.searchsorted(distinct, scores)]
+        best = min(best, ref_censored_mae(mapped, exp, bound))
+    return best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_censored_monotone_mae_matches_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 5, 7).astype(float)  # ties: equal scores map to one value
+    exp = rng.normal(-5, 2, 7).round(1)
+    bound = rng.random(7) < 0.3
+    assert censored_monotone_mae(scores, exp, bound) == pytest.approx(
+        _brute_monotone_mae(scores, exp, bound), abs=1e-12
+    )
+
+
+def test_censored_monotone_mae_known_values_and_bounds() -> None:
+    # any strictly increasing map of the truth: 0
+    exp = np.array([-9.0, -7.5, -4.0, -2.0])
+    assert censored_monotone_mae(np.exp(exp), exp) == 0.0
+    # two exact values in reverse order: one common value between them, MAE 1/2
+    assert censored_monotone_mae([0.0, 1.0], [1.0, 0.0]) == pytest.approx(0.5)
+    # ... unless the high one is an upper bound, which a low value satisfies
+    assert censored_monotone_mae([0.0, 1.0], [1.0, 0.0], [True, False]) == 0.0
+    # -inf scores (no percolation) rank last, NaN is left out
+    assert censored_monotone_mae([-np.inf, 0.0, np.nan], [-3.0, -1.0, 5.0]) == 0.0
+    # never above the best constant shift (a shift is one order-preserving map)
+    rng = np.random.default_rng(5)
+    pred, truth, bound = rng.normal(-6, 3, 40), rng.normal(-5, 2, 40), rng.random(40) < 0.2
+    _, shifted = censored_best_shift(pred, truth, bound)
+    assert censored_monotone_mae(pred, truth, bound) <= shifted
+    assert censored_monotone_mae([], []) is None
 
 
 def test_paired_bootstrap_difference() -> None:
