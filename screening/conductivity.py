@@ -150,6 +150,31 @@ def bruggeman_polycrystal(principal: np.ndarray) -> float:
     return float(np.sqrt(low * high))
 
 
+def geometric_polycrystal(principal: np.ndarray) -> float:
+    """Geometric (log) average (sigma_1 sigma_2 sigma_3)^(1/3) of three principal values.
+
+    Matheron's exact result for a two-dimensional isotropic medium whose log-conductivity
+    is symmetrically distributed, and the usual log-average estimate of a random
+    polycrystal; it lies between the harmonic and arithmetic means (a zero principal value
+    gives 0). In log10 it is the mean of the three logs: a direction that opens only at
+    E_3D costs a third of what it costs in the harmonic mean.
+
+    Parameters
+    ----------
+    principal
+        The three principal values (any conductivity unit; >= 0).
+
+    Returns
+    -------
+    float
+        The average, same unit.
+    """
+    values = np.asarray(principal, dtype=float)
+    if np.any(values <= 0):
+        return 0.0
+    return float(np.exp(np.mean(np.log(values))))
+
+
 def harmonic_polycrystal(principal: np.ndarray) -> float:
     """Series (Reuss-like) average 3 / sum(1/sigma_i) of three principal conductivities.
 

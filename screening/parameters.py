@@ -103,10 +103,11 @@ class ScreeningParameters(BaseModel):
         "path_entropic",
         description="Which estimate is the headline sigma (see screening.pipeline._transport).",
     )
-    polycrystal_average: Literal["harmonic", "bruggeman", "arithmetic"] = Field(
+    polycrystal_average: Literal["harmonic", "geometric", "bruggeman", "arithmetic"] = Field(
         "harmonic",
         description="Isotropic sigma of a polycrystal from the principal values: harmonic "
-        "(grains in series: the slowest direction limits), Bruggeman's effective medium "
+        "(grains in series: the slowest direction limits), geometric (the log average), "
+        "Bruggeman's effective medium "
         "(spherical grains), or the arithmetic mean tr/3 (grains in parallel).",
     )
     inertia_correction: bool = Field(

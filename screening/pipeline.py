@@ -42,6 +42,7 @@ from screening.conductivity import (
     anisotropy_ratio,
     arrhenius_fit,
     bruggeman_polycrystal,
+    geometric_polycrystal,
     harmonic_polycrystal,
     nernst_einstein_S_per_m,
 )
@@ -534,6 +535,8 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
             return _log10(float(np.mean(relative)))
         if parameters.polycrystal_average == "harmonic":
             return _log10(harmonic_polycrystal(relative))
+        if parameters.polycrystal_average == "geometric":
+            return _log10(geometric_polycrystal(relative))
         return _log10(bruggeman_polycrystal(relative))
 
     # a dimension that does not percolate below the ceiling opens at least there: its

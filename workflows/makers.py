@@ -89,7 +89,7 @@ class ScreenMaker(Maker):
     window_kT: float = 10.0
     drag_floor_fraction: float = 0.01
     headline: Literal["path_entropic", "homogenised", "path"] = "path_entropic"
-    polycrystal_average: Literal["harmonic", "bruggeman", "arithmetic"] = "harmonic"
+    polycrystal_average: Literal["harmonic", "geometric", "bruggeman", "arithmetic"] = "harmonic"
     inertia_correction: bool = True
     carrier_density: Literal["all_sites", "percolating_sites", "connected_sites"] = (
         "connected_sites"

@@ -60,3 +60,20 @@ def test_harmonic_polycrystal():
     assert harmonic_polycrystal(np.array([1.0, 1.0, 1e-6])) == pytest.approx(3e-6, rel=1e-5)
     values = np.array([5.0, 1.0, 0.2])
     assert harmonic_polycrystal(values) <= bruggeman_polycrystal(values) <= values.mean()
+
+
+def test_geometric_polycrystal_between_the_harmonic_and_arithmetic_means():
+    from screening.conductivity import geometric_polycrystal, harmonic_polycrystal
+
+    assert geometric_polycrystal(np.array([2.0, 2.0, 2.0])) == pytest.approx(2.0)
+    assert geometric_polycrystal(np.array([8.0, 1.0, 1.0])) == pytest.approx(2.0)
+    assert geometric_polycrystal(np.array([1.0, 1.0, 0.0])) == 0.0
+    # a plane conductor whose third direction is 60 decades lower loses 20 decades, not 60
+    planar = np.array([1e-3, 1e-3, 1e-63])
+    assert np.log10(geometric_polycrystal(planar)) == pytest.approx(-23.0)
+    assert np.log10(harmonic_polycrystal(planar)) == pytest.approx(-63.0 + np.log10(3.0))
+    rng = np.random.default_rng(3)
+    for values in 10.0 ** rng.uniform(-12, 0, size=(50, 3)):
+        g = geometric_polycrystal(values)
+        assert harmonic_polycrystal(values) <= g * (1 + 1e-12)
+        assert g <= values.mean() * (1 + 1e-12)

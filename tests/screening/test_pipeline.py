@@ -7,6 +7,7 @@ from pymatgen.core import Lattice, Structure
 from screening.parameters import ScreeningParameters
 from screening.pipeline import analyse_candidate, score_candidate
 from screening.sources.base import Candidate, ElasticInput
+from screening.units import KB_EV_PER_K
 from tests.screening.conftest import antifluorite, rocksalt
 
 FAST = {"grid_spacing_A": 0.3, "arrhenius_temperatures_K": ()}
@@ -203,3 +204,36 @@ def test_site_connection_weights_follow_the_temperature():
         pocket = np.exp(-0.10 / thermal_energy_eV(t))
         assert connection.fraction(t) == pytest.approx((1.0 + pocket + 0.5) / 2.5)
     assert connection.fraction(600.0) > connection.fraction(300.0)
+
+
+def test_polycrystal_averages_of_the_principal_conductivities():
+    """The averages differ only through the principal values' openings exp(-(E_d - E_1)/kT).
+
+    The principal values are the channel's value times (1, exp(-(E_2 - E_1)/kT),
+    exp(-(E_3 - E_1)/kT)), so the ratio of two averages is fixed by the reported
+    percolation barriers alone, whatever the channel's value.
+    """
+    candidate = Candidate(candidate_id="li3n", source="structure", structure=_li3n())
+    results = {}
+    for average in ("harmonic", "geometric", "bruggeman", "arithmetic"):
+        parameters = ScreeningParameters(**FAST, polycrystal_average=average)
+        result, _ = score_candidate(candidate, parameters)
+        assert result.status == "ok", result.error
+        results[average] = result
+    first = results["harmonic"]
+    barriers = np.array([first.barrier_1d_eV, first.barrier_2d_eV, first.barrier_3d_eV])
+    assert barriers[2] - barriers[0] > 0.02  # anisotropic: the averages differ
+    kt = KB_EV_PER_K * first.temperature_K
+    openings = np.exp(-(barriers - barriers[0]) / kt)
+    harmonic = 3.0 / np.sum(1.0 / openings)
+    expected_over_harmonic = {
+        "geometric": np.exp(np.mean(np.log(openings))) / harmonic,
+        "arithmetic": openings.mean() / harmonic,
+    }
+    for average, ratio in expected_over_harmonic.items():
+        got = results[average].sigma_S_per_cm / first.sigma_S_per_cm
+        assert got == pytest.approx(ratio, rel=1e-6), average
+    log10 = {name: r.log10_sigma_S_per_cm for name, r in results.items()}
+    assert log10["harmonic"] < log10["geometric"] < log10["arithmetic"]
+    assert log10["harmonic"] < log10["bruggeman"] < log10["arithmetic"]
+    assert len({r.barrier_eV for r in results.values()}) == 1  # the average touches sigma only
