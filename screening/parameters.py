@@ -107,8 +107,8 @@ class ScreeningParameters(BaseModel):
         "harmonic",
         description="Isotropic sigma of a polycrystal from the principal values: harmonic "
         "(grains in series: the slowest direction limits), geometric (the log average), "
-        "Bruggeman's effective medium "
-        "(spherical grains), or the arithmetic mean tr/3 (grains in parallel).",
+        "Bruggeman's effective medium (spherical grains), or the arithmetic mean tr/3 "
+        "(grains in parallel).",
     )
     inertia_correction: bool = Field(
         True, description="Multiply the overdamped result by Kramers' factor g k (theory 3)."
