@@ -9,6 +9,7 @@ Units: SI inside; the public helpers return S/cm where the name says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,3 +186,17 @@ def harmonic_polycrystal(principal: np.ndarray) -> float:
     if np.any(values <= 0):
         return 0.0
     return float(3.0 / np.sum(1.0 / values))
+
+
+def arithmetic_polycrystal(principal: np.ndarray) -> float:
+    """Parallel (Voigt-like) average tr/3 of three principal conductivities (upper bound)."""
+    return float(np.mean(np.asarray(principal, dtype=float)))
+
+
+#: ScreeningParameters.polycrystal_average -> the average of three principal values.
+POLYCRYSTAL_AVERAGES: dict[str, Callable[[np.ndarray], float]] = {
+    "harmonic": harmonic_polycrystal,
+    "geometric": geometric_polycrystal,
+    "bruggeman": bruggeman_polycrystal,
+    "arithmetic": arithmetic_polycrystal,
+}

@@ -39,11 +39,9 @@ from pymatgen.core import Element
 from threadpoolctl import threadpool_limits
 
 from screening.conductivity import (
+    POLYCRYSTAL_AVERAGES,
     anisotropy_ratio,
     arrhenius_fit,
-    bruggeman_polycrystal,
-    geometric_polycrystal,
-    harmonic_polycrystal,
     nernst_einstein_S_per_m,
 )
 from screening.drag import drag_floor_kg_per_s, drag_tensor, regularised_drag
@@ -529,15 +527,11 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         unit = nernst_einstein_S_per_m(1.0, max(carriers_at(t), 1e-300), charge, t)
         return float(np.log10(unit * S_PER_M_TO_S_PER_CM))
 
+    average = POLYCRYSTAL_AVERAGES[parameters.polycrystal_average]
+
     def polycrystal(relative: np.ndarray) -> float:
         """log10 of the polycrystal average of principal values given relative to a scale."""
-        if parameters.polycrystal_average == "arithmetic":
-            return _log10(float(np.mean(relative)))
-        if parameters.polycrystal_average == "harmonic":
-            return _log10(harmonic_polycrystal(relative))
-        if parameters.polycrystal_average == "geometric":
-            return _log10(geometric_polycrystal(relative))
-        return _log10(bruggeman_polycrystal(relative))
+        return _log10(average(relative))
 
     # a dimension that does not percolate below the ceiling opens at least there: its
     # conductivity is bounded by the ceiling's (the estimate is then an upper bound)
