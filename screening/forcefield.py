@@ -35,7 +35,7 @@ from scipy.spatial import cKDTree
 
 from screening.data_files import data_dir
 from screening.errors import MissingParametersError
-from screening.structures import Framework
+from screening.structures import Framework, closed_shell_anion_charge
 from screening.units import COULOMB_EV_A
 
 #: softBV screening factor f in rho = f (r_A + r_j) (Chen et al. 2019).
@@ -274,15 +274,19 @@ def estimated_morse_parameters(
     Raises
     ------
     MissingParametersError
-        The anion is not in a common negative oxidation state of its element, or an
-        element is outside O'Keeffe and Brese's table, or the cation state has no table
-        entry at all.
+        The anion is in neither a common negative oxidation state of its element nor its
+        closed-shell state (Bi3- of Li3Bi is estimated, P-1 is not), or an element is
+        outside O'Keeffe and Brese's table, or the cation state has no table entry at all.
     """
     label = f"{cation}{cation_charge:+d}-{anion}{anion_charge:+d}"
-    if anion_charge >= 0 or anion_charge not in Element(anion).common_oxidation_states:
+    element = Element(anion)
+    if anion_charge >= 0 or (
+        anion_charge not in element.common_oxidation_states
+        and anion_charge != closed_shell_anion_charge(element)
+    ):
         raise MissingParametersError(
-            f"no softBV parameters for {label} ({anion}{anion_charge:+d} is not a common "
-            "anion state, so none are estimated)"
+            f"no softBV parameters for {label} ({anion}{anion_charge:+d} is neither a common "
+            "anion state nor the closed-shell anion, so none are estimated)"
         )
     try:
         return softbv_extension().predict(cation, cation_charge, anion, anion_charge)

@@ -335,14 +335,34 @@ def _species_key(symbol: str, state: int) -> str:
     return f"{symbol}{magnitude}{'+' if state > 0 else '-'}"
 
 
+def closed_shell_anion_charge(element: Element | Species) -> int | None:
+    """Return the element's lowest oxidation state (e) when negative, else None.
+
+    The closed-shell anion (noble-gas configuration: O2-, N3-, P3-, Bi3-, Sn4-). Zintl
+    anions such as Bi3- in Li3Bi are missing from pymatgen's common and ICSD states, which
+    list only the element's cationic chemistry.
+    """
+    lowest = min(element.oxidation_states, default=0)
+    return int(lowest) if lowest < 0 else None
+
+
 def _element_options(
     element: Element | Species, is_most_electronegative: bool
 ) -> list[tuple[int, float]]:
-    """(state, log prior) pairs: ICSD-observed states with their occurrence frequency."""
+    """(state, log prior) pairs: ICSD-observed states with their occurrence frequency.
+
+    The most electronegative element takes only its negative states; when neither the
+    common nor the ICSD states have one (Bi in Li3Bi), it takes its closed-shell anion
+    state (:func:`closed_shell_anion_charge`).
+    """
     occurrence = _icsd_occurrence()
     states = sorted(set(element.common_oxidation_states) | set(element.icsd_oxidation_states))
     if is_most_electronegative:
-        states = [q for q in states if q < 0] or states
+        anion_states = [q for q in states if q < 0]
+        closed_shell = closed_shell_anion_charge(element)
+        if not anion_states and closed_shell is not None:
+            anion_states = [closed_shell]
+        states = anion_states or states
     states = [q for q in states if q != 0] or [0]
     counts = np.array([occurrence.get(_species_key(element.symbol, q), 0) for q in states], float)
     common = set(element.common_oxidation_states)

@@ -62,7 +62,7 @@ def test_estimates_only_where_the_table_is_silent():
     d0, r_min, alpha = morse_parameters("Li", 1, "P", -3, estimate_missing=True)
     assert 0.1 < d0 < 5 and 2.0 < r_min < 3.2 and 1.0 < alpha < 2.5
     # P-1 is not a common state of P (a mis-assigned thiophosphate): no estimate
-    with pytest.raises(MissingParametersError, match=r"Li\+1-P-1.*not a common anion state"):
+    with pytest.raises(MissingParametersError, match=r"Li\+1-P-1.*neither a common anion state"):
         estimated_morse_parameters("Li", 1, "P", -1)
     with pytest.raises(MissingParametersError, match=r"Li\+1-P-3"):
         morse_parameters("Li", 1, "P", -3)
@@ -84,3 +84,19 @@ def test_lih_scores_with_estimated_parameters_and_says_so():
     strict = parameters.model_copy(update={"estimate_missing_parameters": False})
     with pytest.raises(MissingParametersError, match=r"lih.*Li\+1-H-1"):
         analyse_candidate(lih, strict, candidate_id="lih")
+
+
+def test_li3bi_scores_with_its_zintl_anion_estimated():
+    # Li3Bi (BiF3 type, a = 6.72 A): Bi on 4a, Li on 4b and 8c. Bi3- is not a "common"
+    # state of Bi in pymatgen, so the closed-shell rule gives both the state and the
+    # estimate; before it, the embedded Li3Bi and Na3Bi failed with oxidation_states.
+    li3bi = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(6.72), ["Bi", "Li", "Li"], [[0] * 3, [0.5] * 3, [0.25] * 3]
+    )
+    framework = prepare_framework(li3bi, candidate_id="li3bi")
+    assert framework.oxidation_states == {"Li": 1.0, "Bi": -3.0}
+    field = build_pair_field(framework, estimate_missing_parameters=True)
+    assert field.estimated_pairs == ("Li+1-Bi-3",)
+    parameters = ScreeningParameters(grid_spacing_A=0.25, arrhenius_temperatures_K=())
+    analysis = analyse_candidate(li3bi, parameters, candidate_id="li3bi")
+    assert 0.05 < analysis.percolation.barriers_eV[3] < 3.0

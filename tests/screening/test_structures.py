@@ -68,6 +68,22 @@ def test_balanced_common_states_tolerance():
     assert balanced_common_states(Composition("Li5F1")) is None
 
 
+def test_zintl_anions_take_their_closed_shell_state():
+    from pymatgen.core import Composition, Element
+
+    from screening.structures import closed_shell_anion_charge
+
+    # Bi3- is in neither pymatgen's common nor its ICSD states of Bi (only cations there)
+    assert all(q > 0 for q in Element("Bi").common_oxidation_states)
+    assert closed_shell_anion_charge(Element("Bi")) == -3
+    assert closed_shell_anion_charge(Element("Sn")) == -4
+    assert closed_shell_anion_charge(Element("Li")) is None
+    assert balanced_common_states(Composition("Li3Bi")) == {"Li": 1.0, "Bi": -3.0}
+    assert balanced_common_states(Composition("Na3Bi")) == {"Na": 1.0, "Bi": -3.0}
+    # an element with a common anion state keeps its usual choice
+    assert balanced_common_states(Composition("Li2S"))["S"] == -2.0
+
+
 def test_unbalanceable_structure_names_candidate():
     structure = Structure(
         Lattice.cubic(4.0),
