@@ -256,6 +256,16 @@ class PercolationResult:
         return {d: e - self.minimum_energy_eV for d, e in self.energies_eV.items()}
 
     @property
+    def channel_level_eV(self) -> float:
+        """E_1 plus the bisection tolerance, eV: the level of the conducting channel.
+
+        E_1 is the upper end of its bisection bracket, so {U < E_1} percolates already; the
+        tolerance keeps the channel level clear of that edge. The percolating loop and the
+        carriers' connection levels both start from it.
+        """
+        return self.energies_eV[1] + self.tolerance_eV
+
+    @property
     def dimensionality(self) -> int:
         """Highest d with a percolation energy below the ceiling (0 when trapped)."""
         finite = [d for d, e in self.energies_eV.items() if np.isfinite(e)]

@@ -389,15 +389,15 @@ def analyse_candidate(
     gamma_region = drag_tensor(values.hessian_eV_per_A2, elastic_data.lambda_s3_per_kg)
     lap("drag")
 
-    # the loop runs through the channel that percolates at E_1 (its bisection tolerance
-    # above), not through a deeper pocket beside it
+    # the loop runs through the channel that percolates at E_1, not through a deeper
+    # pocket beside it
     grid_path = grid_percolating_path(
         energy,
         fine,
         e1 + parameters.window_kT * kt,
         parameters.temperature_K,
         candidate_id,
-        channel_level_eV=e1 + 2.0 * percolation.tolerance_eV,
+        channel_level_eV=percolation.channel_level_eV,
     )
     start = smooth(resample(grid_path, 0.1), 0.3)
     path = relax_path(pair_field, start, iterations=parameters.path_relax_iterations)
@@ -727,8 +727,7 @@ def _site_connection(analysis: Analysis, parameters: ScreeningParameters) -> Sit
             "connected_sites: no mobile-ion site with a meaningful U; all-sites carriers used"
         )
         return None
-    # E_1 is the percolation threshold to within its bisection tolerance: start just above
-    start = percolation.energies_eV[1] + percolation.tolerance_eV
+    start = percolation.channel_level_eV
     levels = site_connection_levels_eV(
         analysis.energy_grid_eV,
         framework.mobile_frac_coords[valid],

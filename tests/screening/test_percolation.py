@@ -47,6 +47,18 @@ def test_channel_along_a():
     assert result.dimensionality == 3
 
 
+def test_energies_bracket_the_grid_threshold_and_the_channel_level_percolates():
+    x, y, z = _grid()
+    u = np.cos(2 * np.pi * y) + np.cos(2 * np.pi * z) + 0.3 * np.cos(2 * np.pi * x)
+    result = percolation_energies(u, tolerance_eV=2e-3)
+    e1 = result.energies_eV[1]
+    # E_1 is the upper end of the bracket: {U < E_1} percolates, {U < E_1 - tol} does not
+    assert periodic_components(u < e1).max_dimensionality >= 1
+    assert periodic_components(u < e1 - result.tolerance_eV).max_dimensionality == 0
+    assert result.channel_level_eV == pytest.approx(e1 + 2e-3)
+    assert periodic_components(u < result.channel_level_eV).max_dimensionality == 1
+
+
 def test_layers_percolate_in_two_dimensions():
     x, _y, z = _grid()
     u = np.cos(2 * np.pi * z) + 0.0 * x
