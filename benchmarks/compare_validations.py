@@ -19,19 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from screening.validation import censored_mae, paired_bootstrap_spearman_difference, spearman
+from screening.validation import (
+    censored_mae,
+    paired_bootstrap_spearman_difference,
+    scored_records,
+    spearman,
+)
 
 
 def scored(report: Path) -> dict[str, dict]:
     """Rows of one report that have a finite headline prediction, by structure id."""
     rows = json.loads(report.read_text())["per_structure"]
-    return {
-        row["id"]: row
-        for row in rows
-        if row["status"] == "ok"
-        and row["log10_sigma_pred"] is not None
-        and np.isfinite(row["log10_sigma_pred"])
-    }
+    return {row["id"]: row for row in scored_records(rows, finite_prediction=True)}
 
 
 def main() -> None:

@@ -35,12 +35,7 @@ import numpy as np
 from pymatgen.core import Structure
 from scipy.stats import spearmanr
 
-from screening.validation import censored_monotone_mae
-
-
-def signed_errors(predicted: np.ndarray, measured: np.ndarray, bound: np.ndarray) -> np.ndarray:
-    """Predicted minus measured log10 sigma; an upper bound counts only when exceeded."""
-    return np.where(bound, np.maximum(predicted - measured, 0.0), predicted - measured)
+from screening.validation import censored_monotone_mae, censored_signed_errors, scored_records
 
 
 def disorder_flags(cif: Path, ion: str = "Li") -> tuple[bool, bool]:
@@ -60,7 +55,7 @@ def disorder_flags(cif: Path, ion: str = "Li") -> tuple[bool, bool]:
 
 
 def _line(label: str, predicted: np.ndarray, measured: np.ndarray, bound: np.ndarray) -> str:
-    errors = signed_errors(predicted, measured, bound)
+    errors = censored_signed_errors(predicted, measured, bound)
     rho = spearmanr(predicted, measured).statistic if len(predicted) > 2 else float("nan")
     return (
         f"  {label:32s} n {len(predicted):4d}  mean error {np.mean(errors):+6.2f}  "
@@ -96,19 +91,13 @@ def main() -> None:
     parser.add_argument("--cifs", type=Path, required=True, help="the CIF folder it scored")
     args = parser.parse_args()
     report = json.loads(args.report.read_text())
-    rows = [
-        r
-        for r in report["per_structure"]
-        if r["status"] == "ok"
-        and r.get("log10_sigma_pred") is not None
-        and r.get("log10_sigma_exp") is not None
-    ]
+    rows = scored_records(report["per_structure"])
     predicted = np.array([r["log10_sigma_pred"] for r in rows])
     measured = np.array([r["log10_sigma_exp"] for r in rows])
     bound = np.array([bool(r["upper_bound"]) for r in rows])
     barrier = np.array([r.get("barrier_3d_eV") or np.nan for r in rows])
     density = np.array([r.get("mobile_ion_density_per_m3") or np.nan for r in rows])
-    errors = signed_errors(predicted, measured, bound)
+    errors = censored_signed_errors(predicted, measured, bound)
     print(f"{args.report}: {len(rows)} scored structures with a measurement")
     print(_line("all", predicted, measured, bound))
     print(

@@ -243,6 +243,23 @@ def precision_at_k(
     return expected / k
 
 
+def censored_signed_errors(
+    predicted: Sequence[float] | np.ndarray,
+    measured: Sequence[float] | np.ndarray,
+    upper_bound: Sequence[bool] | np.ndarray,
+) -> np.ndarray:
+    """Signed errors p - m in log10 sigma with upper bounds censored.
+
+    Exact value: ``p - m``; upper bound ``m``: ``max(0, p - m)`` (a prediction at or below
+    the bound is consistent with the measurement). Negative: predicted too low.
+    """
+    p, m = _pair(predicted, measured)
+    bound = np.asarray(upper_bound, dtype=bool)
+    if bound.shape != p.shape:
+        raise ValueError("upper_bound must have the shape of the predictions")
+    return np.where(bound, np.maximum(p - m, 0.0), p - m)
+
+
 def censored_errors(
     predicted: Sequence[float] | np.ndarray,
     measured: Sequence[float] | np.ndarray,
@@ -250,14 +267,10 @@ def censored_errors(
 ) -> np.ndarray:
     """Absolute errors in log10 sigma with upper bounds censored.
 
-    Exact value: ``|p - m|``; upper bound ``m``: ``max(0, p - m)`` (a prediction at or below
-    the bound is consistent with the measurement).
+    Exact value: ``|p - m|``; upper bound ``m``: ``max(0, p - m)``
+    (:func:`censored_signed_errors`).
     """
-    p, m = _pair(predicted, measured)
-    bound = np.asarray(upper_bound, dtype=bool)
-    if bound.shape != p.shape:
-        raise ValueError("upper_bound must have the shape of the predictions")
-    return np.where(bound, np.maximum(p - m, 0.0), np.abs(p - m))
+    return np.abs(censored_signed_errors(predicted, measured, upper_bound))
 
 
 def censored_mae(
@@ -705,6 +718,25 @@ def _metrics(
     return out
 
 
+def scored_records(
+    records: Iterable[dict[str, Any]], *, finite_prediction: bool = False
+) -> list[dict[str, Any]]:
+    """Return the per-structure records that enter the metrics.
+
+    A record is scored when ``error`` is None and both ``log10_sigma_pred`` and
+    ``log10_sigma_exp`` are numbers; ``finite_prediction`` also drops a prediction of
+    -inf (sigma = 0), which a paired comparison of two runs cannot rank.
+    """
+    return [
+        r
+        for r in records
+        if r.get("error") is None
+        and r.get("log10_sigma_pred") is not None
+        and r.get("log10_sigma_exp") is not None
+        and (not finite_prediction or np.isfinite(float(r["log10_sigma_pred"])))
+    ]
+
+
 def evaluate_records(
     records: Sequence[dict[str, Any]],
     *,
@@ -714,8 +746,7 @@ def evaluate_records(
 ) -> dict[str, Any]:
     """Every metric from per-structure records (the ``per_structure`` list of the report).
 
-    A record is evaluated when ``error`` is None and both ``log10_sigma_pred`` and
-    ``log10_sigma_exp`` are numbers; every predictor is evaluated on that same set.
+    Every predictor is evaluated on the same records, :func:`scored_records`.
 
     Returns
     -------
@@ -724,13 +755,7 @@ def evaluate_records(
         ``spearman_difference_vs_headline``) and ``per_family`` (family -> n, spearman,
         kendall, for families with at least :data:`MIN_FAMILY_SIZE` scored members).
     """
-    scored = [
-        r
-        for r in records
-        if r.get("error") is None
-        and r.get("log10_sigma_pred") is not None
-        and r.get("log10_sigma_exp") is not None
-    ]
+    scored = scored_records(records)
     measured = np.array([float(r["log10_sigma_exp"]) for r in scored], dtype=float)
     bound = np.array([bool(r.get("upper_bound")) for r in scored], dtype=bool)
     sigma = 10.0**measured

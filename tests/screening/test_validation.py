@@ -32,6 +32,7 @@ from screening.validation import (
     censored_errors,
     censored_mae,
     censored_monotone_mae,
+    censored_signed_errors,
     evaluate_records,
     json_safe,
     kendall,
@@ -40,6 +41,7 @@ from screening.validation import (
     precision_at_k,
     read_conductivity_table,
     run_validation,
+    scored_records,
     spearman,
 )
 
@@ -214,6 +216,25 @@ def test_censored_mae_and_errors() -> None:
     assert censored_mae(pred, exp, bound) == pytest.approx(2.5 / 4)
     assert censored_mae(pred, exp) == pytest.approx((1 + 1 + 1 + 0.5) / 4)  # no bounds: plain
     assert censored_mae(pred, exp, bound) == pytest.approx(ref_censored_mae(pred, exp, bound))
+
+
+def test_signed_errors_keep_the_sign_of_exact_values_only() -> None:
+    pred = [-3.0, -9.0, -11.0, -6.0]
+    exp = [-4.0, -10.0, -10.0, -5.5]
+    bound = [False, True, True, False]
+    assert censored_signed_errors(pred, exp, bound).tolist() == [1.0, 1.0, 0.0, -0.5]
+
+
+def test_scored_records_drop_failures_missing_values_and_optionally_zero_sigma() -> None:
+    records = [
+        {"id": "a", "error": None, "log10_sigma_pred": -3.0, "log10_sigma_exp": -4.0},
+        {"id": "b", "error": "oxidation_states", "log10_sigma_pred": None},
+        {"id": "c", "error": None, "log10_sigma_pred": None, "log10_sigma_exp": -4.0},
+        {"id": "d", "error": None, "log10_sigma_pred": -2.0, "log10_sigma_exp": None},
+        {"id": "e", "error": None, "log10_sigma_pred": float("-inf"), "log10_sigma_exp": -9.0},
+    ]
+    assert [r["id"] for r in scored_records(records)] == ["a", "e"]
+    assert [r["id"] for r in scored_records(records, finite_prediction=True)] == ["a"]
 
 
 def test_censored_best_shift_minimises_the_censored_mae() -> None:
