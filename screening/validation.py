@@ -55,6 +55,7 @@ from scipy import stats
 from screening import __version__
 from screening.parameters import ScreeningParameters
 from screening.units import thermal_energy_eV
+from screening.validation_journal import ValidationJournal, record_key
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from screening.sources.base import Candidate
@@ -72,6 +73,8 @@ __all__ = [
     "censored_best_shift",
     "censored_errors",
     "censored_mae",
+    "censored_monotone_mae",
+    "censored_signed_errors",
     "evaluate_records",
     "json_safe",
     "kendall",
@@ -81,6 +84,7 @@ __all__ = [
     "precision_at_k",
     "read_conductivity_table",
     "run_validation",
+    "scored_records",
     "spearman",
 ]
 
@@ -1102,6 +1106,11 @@ class ValidationReport:
             f", p90 {fmt(doc['seconds_per_structure_p90'], '.2f')}; wall "
             f"{fmt(doc['wall_seconds'], '.1f')} s"
         )
+        if self.inputs.get("journal"):
+            lines.append(
+                f"  journal: {self.inputs.get('n_reused_from_journal', 0)} of {self.n_given} "
+                f"records reused from {self.inputs['journal']}"
+            )
         header = (
             f"  {'predictor':<20} {'n':>4} {'Spear.':>7} {'exact':>7} {'Kendall':>7} "
             f"{'AUC':>6} {'P@10':>5} {'MAE':>6} {'shift':>7} {'MAE|sh':>6} {'MAE|mo':>6}  "
@@ -1267,6 +1276,8 @@ def run_validation(
     limit: int | None = None,
     progress: bool = False,
     prepare_candidate: Callable[[Candidate], Candidate] | None = None,
+    journal: Path | None = None,
+    reuse_journal: bool = True,
 ) -> ValidationReport:
     """Score the CIFs of ``cifs_dir`` named in ``table_csv`` and compare with the measurements.
 
@@ -1292,6 +1303,13 @@ def run_validation(
         ``workers`` > 1), e.g. ``workflows.ml.candidate_with_chgnet_elastic`` for
         ``parameters.elastic == "chgnet"``; without it such candidates keep the estimate
         (with a warning).
+    journal
+        JSON Lines file (:class:`~screening.validation_journal.ValidationJournal`) that each
+        scored structure is appended to as it finishes; a rerun reuses the records whose key
+        (CIF bytes, parameters, code, preparation) matches, so an interrupted run resumes.
+        None: no journal.
+    reuse_journal
+        False: score everything afresh (the new records are still appended).
 
     Returns
     -------
@@ -1327,22 +1345,43 @@ def run_validation(
         "table_ids_without_cif": len(set(table.index) - set(files)),
         "cifs_not_in_table": len(set(files) - set(table.index)),
     }
+    scored: dict[str, dict[str, Any]] = {}
+    keys: dict[str, str] = {}
+    log = None
+    if journal is not None:
+        log = ValidationJournal(journal)
+        keys = {i: record_key(files[i], parameters, prepare_candidate) for i in ids}
+        earlier = log.read() if reuse_journal else {}
+        scored = {i: earlier[keys[i]] for i in ids if keys[i] in earlier}
+    inputs["journal"] = None if journal is None else str(Path(journal).resolve())
+    inputs["n_reused_from_journal"] = len(scored)
+    reused = len(scored)
+    if progress and reused:
+        print(f"reusing {reused} of {len(ids)} records from {journal}", file=sys.stderr)
 
     def report_line(done: int, ident: str, record: dict[str, Any]) -> None:
+        if log is not None:
+            log.append(keys[ident], ident, record)
         if not progress:
             return
         status = "ok" if record.get("error") is None else record.get("error_cause")
         value = record.get("log10_sigma_pred")
         shown = "" if value is None or record.get("error") else f" log10 sigma {value:.2f}"
         print(
-            f"[{done:>{len(str(len(ids)))}}/{len(ids)}] {ident}: {status}{shown}",
+            f"[{done + reused:>{len(str(len(ids)))}}/{len(ids)}] {ident}: {status}{shown}",
             file=sys.stderr,
             flush=True,
         )
 
     started = time.perf_counter()
-    scored = _score_all(
-        [files[i] for i in ids], parameters, workers, report_line, prepare_candidate
+    scored.update(
+        _score_all(
+            [files[i] for i in ids if i not in scored],
+            parameters,
+            workers,
+            report_line,
+            prepare_candidate,
+        )
     )
     wall = time.perf_counter() - started
     records = []

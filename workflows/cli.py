@@ -198,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--grid", type=_float, default=0.2, help="Å (default 0.2)")
     validate.add_argument("--ion", help="mobile species (default: each candidate's own)")
     _add_backend_options(validate)
+    validate.add_argument(
+        "--journal",
+        type=Path,
+        help="file the scored structures are appended to as they finish, so that rerunning "
+        "the same command resumes (default: one per CIF folder under $IONDRAG_HOME/validate)",
+    )
+    validate.add_argument(
+        "--fresh", action="store_true", help="score everything again, reusing no journal record"
+    )
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_param_option(validate, "polycrystal_average=bruggeman")
     validate.set_defaults(handler=_validate)
@@ -822,9 +831,22 @@ def _validate(args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=not args.quiet,
         prepare_candidate=_elastic_preparation(parameters),
+        journal=args.journal or _default_journal(Path(args.cifs).expanduser()),
+        reuse_journal=not args.fresh,
     )
     print(report.summary_text())
     return 0
+
+
+def _default_journal(cifs_dir: Path) -> Path:
+    """Journal of a CIF folder: <home>/validate/<folder name>-<digest of its path>.jsonl."""
+    import hashlib
+
+    from screening.settings import get_settings
+
+    folder = cifs_dir.resolve()
+    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+    return get_settings().home / "validate" / f"{folder.name}-{digest}.jsonl"
 
 
 def _elastic_preparation(parameters: Any) -> Any:

@@ -720,3 +720,73 @@ def test_obelix_subset_metrics_recomputed_independently(
     assert doc["ablations"]["barrier_3d"]["spearman"] == pytest.approx(
         ref_spearman(score, exp), abs=1e-12
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The journal: an interrupted run resumes, a changed input is scored again
+# ---------------------------------------------------------------------------------------
+
+
+def _comparable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records without their timings (which differ between two scorings)."""
+    timing = {"wall_seconds", "seconds_total"}
+    return [{k: v for k, v in r.items() if k not in timing} for r in records]
+
+
+def test_journal_resumes_and_rescores_only_what_changed(
+    synthetic_set: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from screening import validation
+    from screening.validation_journal import ValidationJournal
+
+    cifs = tmp_path / "cifs"
+    shutil.copytree(synthetic_set[0], cifs)
+    table = synthetic_set[1]
+    scored_now: list[str] = []
+    real_score_file = validation._score_file
+
+    def counting(cif_path: str, *args: Any) -> dict[str, Any]:
+        scored_now.append(Path(cif_path).stem)
+        return real_score_file(cif_path, *args)
+
+    monkeypatch.setattr(validation, "_score_file", counting)
+    journal = tmp_path / "journal.jsonl"
+    first = run_validation(cifs, table, parameters=FAST, journal=journal)
+    assert sorted(scored_now) == sorted(r["id"] for r in first.per_structure)
+    assert first.inputs["n_reused_from_journal"] == 0
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 6  # failures are journalled too: they are properties of the file
+
+    # an interruption: two complete lines and one cut in the middle
+    journal.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
+    kept = {json.loads(line)["id"] for line in lines[:2]}
+    scored_now.clear()
+    resumed = run_validation(cifs, table, parameters=FAST, journal=journal)
+    assert sorted(scored_now) == sorted({r["id"] for r in first.per_structure} - kept)
+    assert resumed.inputs["n_reused_from_journal"] == 2
+    assert _comparable(resumed.per_structure) == _comparable(first.per_structure)
+    assert resumed.metrics == first.metrics
+    assert len(ValidationJournal(journal).read()) == 6  # the cut line was skipped
+    assert "journal: 2 of 6 records reused" in resumed.summary_text()
+
+    # a finished run is reused whole
+    scored_now.clear()
+    again = run_validation(cifs, table, parameters=FAST, journal=journal)
+    assert scored_now == [] and again.inputs["n_reused_from_journal"] == 6
+    assert again.per_structure == resumed.per_structure
+
+    # a changed CIF, changed parameters and --fresh are scored again
+    li2s = cifs / "Li2S.cif"
+    li2s.write_text(li2s.read_text() + "\n# edited\n")
+    scored_now.clear()
+    run_validation(cifs, table, parameters=FAST, journal=journal)
+    assert scored_now == ["Li2S"]
+    scored_now.clear()
+    warmer = FAST.model_copy(update={"temperature_K": 350.0})
+    run_validation(cifs, table, parameters=warmer, journal=journal, limit=2)
+    assert sorted(scored_now) == ["Li2O", "Li2S"]
+    scored_now.clear()
+    run_validation(cifs, table, parameters=FAST, journal=journal, limit=2, reuse_journal=False)
+    assert sorted(scored_now) == ["Li2O", "Li2S"]

@@ -279,6 +279,67 @@ def test_killed_screen_resumes_without_recomputing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_killed_validate_resumes_from_its_journal(tmp_path: Path) -> None:
+    ids = ["lif-fm3m", "licl-fm3m", "libr-fm3m", "naf-fm3m", "nacl-fm3m", "li2o-fm3m"]
+    folder = write_cifs(tmp_path / "cifs", ids, broken=False)
+    table = tmp_path / "measured.csv"
+    values = ["<1E-10", "1E-9", "1E-8", "<1E-10", "1E-9", "1E-7"]
+    table.write_text(
+        "ID,Ionic conductivity (S cm-1)\n"
+        + "".join(f"{i},{v}\n" for i, v in zip(ids, values, strict=True))
+    )
+    env, out = clean_env(tmp_path), tmp_path / "validation.json"
+    args = ["validate", "--cifs", folder, "--table", table, "--json", out]
+    args += ["--grid", "0.25", "--workers", "1", "--quiet"]
+    journal = Path(env["IONDRAG_HOME"]) / "validate"
+    process = subprocess.Popen(
+        cli_command(args),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        lines = 0
+        while lines < 2:
+            assert process.poll() is None, "validate finished before it could be interrupted"
+            assert time.monotonic() < deadline, "fewer than 2 journal lines after 240 s"
+            files = list(journal.glob("*.jsonl")) if journal.is_dir() else []
+            lines = files[0].read_text().count("\n") if files else 0
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+    assert not out.exists()
+    before = {
+        json.loads(line)["id"]: json.loads(line)["record"]
+        for line in files[0].read_text().splitlines()
+        if line.endswith("}")
+    }
+    assert 2 <= len(before) < len(ids)
+
+    resumed = run_cli(args, env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"journal: {len(before)} of {len(ids)} records reused" in resumed.stdout
+    report = json.loads(out.read_text())
+    assert report["inputs"]["n_reused_from_journal"] == len(before)
+    assert report["n_scored"] == len(ids)
+    by_id = {r["id"]: r for r in report["per_structure"]}
+    for ident, record in before.items():  # reused as written, timings included
+        assert by_id[ident]["wall_seconds"] == record["wall_seconds"]
+        assert by_id[ident]["log10_sigma_pred"] == record["log10_sigma_pred"]
+
+    fresh = run_cli([*args, "--fresh"], env)
+    assert fresh.returncode == 0, fresh.stderr
+    again = json.loads(out.read_text())
+    assert again["inputs"]["n_reused_from_journal"] == 0
+    assert [r["log10_sigma_pred"] for r in again["per_structure"]] == [
+        r["log10_sigma_pred"] for r in report["per_structure"]
+    ]
+
+
+@pytest.mark.slow
 def test_two_screens_writing_one_database_lose_nothing(tmp_path: Path, small_cifs: Path) -> None:
     env, db = clean_env(tmp_path), tmp_path / "rank.sqlite"
     processes = [

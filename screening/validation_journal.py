@@ -1,0 +1,125 @@
+"""A journal of scored structures, so that an interrupted ``iondrag validate`` resumes.
+
+Each line of the journal (JSON Lines) holds one structure's record and the key it was
+scored under. The key is a SHA-256 digest of everything the record depends on: the CIF's
+bytes, the screening parameters, iondrag's own source and force-field data, and the
+candidate preparation (e.g. CHGNet elastic tensors) with its source. A rerun reuses a record
+only under the same key, so a changed file, parameter or code revision is scored afresh.
+
+Lines are appended and flushed one at a time as structures finish; a line cut short by an
+interruption is skipped when the journal is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from screening import __version__
+from screening.data_files import data_dir
+from screening.parameters import ScreeningParameters
+
+#: Error causes not journalled: a crashed worker (killed for memory, say) is not a property
+#: of the structure, so a rerun tries it again.
+TRANSIENT_CAUSES = frozenset({"worker_crashed"})
+
+
+@cache
+def code_fingerprint() -> str:
+    """Return a digest of iondrag's science code and force-field data (hex).
+
+    Covers every ``.py`` file of the ``screening`` package and the force-field tables of
+    the data folder: records scored by other code are never reused.
+    """
+    digest = hashlib.sha256(__version__.encode())
+    package = Path(__file__).resolve().parent
+    files = sorted(package.rglob("*.py")) + sorted((data_dir() / "forcefield").rglob("*"))
+    for path in files:
+        if path.is_file():
+            digest.update(path.relative_to(path.parents[1]).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def record_key(
+    cif_path: str | Path,
+    parameters: ScreeningParameters,
+    prepare: Callable[..., Any] | None = None,
+) -> str:
+    """Return the key a structure's record is journalled under (hex SHA-256).
+
+    Parameters
+    ----------
+    cif_path
+        The CIF file (its bytes enter the key, not its name or time stamp).
+    parameters
+        Screening parameters of the run.
+    prepare
+        Candidate preparation of the run, or None; its qualified name and source file
+        enter the key.
+    """
+    digest = hashlib.sha256(Path(cif_path).read_bytes())
+    digest.update(parameters.model_dump_json().encode())
+    digest.update(code_fingerprint().encode())
+    if prepare is not None:
+        digest.update(f"{prepare.__module__}.{prepare.__qualname__}".encode())
+        source = inspect.getsourcefile(prepare)
+        if source is not None:
+            digest.update(Path(source).read_bytes())
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy scalars (records keep inf and NaN as JSON extensions)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class ValidationJournal:
+    """Append-only JSON Lines file of (key, id, record).
+
+    Parameters
+    ----------
+    path
+        The journal file; created with its folder on the first record.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Return key -> record of every complete line (a later line wins)."""
+        if not self.path.is_file():
+            return {}
+        records: dict[str, dict[str, Any]] = {}
+        for line in self.path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # cut short by an interruption
+            if isinstance(entry, dict) and isinstance(entry.get("record"), dict):
+                records[str(entry.get("key"))] = entry["record"]
+        return records
+
+    def append(self, key: str, ident: str, record: dict[str, Any]) -> None:
+        """Append one record and flush it to disk (transient failures are not written)."""
+        if record.get("error_cause") in TRANSIENT_CAUSES:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"key": key, "id": ident, "record": record}, default=_plain)
+        with self.path.open("ab+") as handle:  # binary: writes go to the end
+            size = handle.seek(0, 2)
+            if size > 0:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":  # the previous run was cut mid-line
+                    handle.write(b"\n")
+            handle.write(line.encode() + b"\n")
+            handle.flush()

@@ -1,0 +1,66 @@
+"""The journal of scored structures (screening.validation_journal)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.cif import CifWriter
+
+from screening.parameters import ScreeningParameters
+from screening.validation_journal import ValidationJournal, code_fingerprint, record_key
+
+FAST = ScreeningParameters(grid_spacing_A=0.3, arrhenius_temperatures_K=())
+
+
+def _rocksalt_cif(path: Path) -> Path:
+    structure = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(4.03), ["Li", "F"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+    CifWriter(structure).write_file(str(path))
+    return path
+
+
+def _prepare(candidate: object) -> object:
+    return candidate
+
+
+def test_record_key_depends_on_the_file_parameters_and_preparation(tmp_path: Path) -> None:
+    cif = _rocksalt_cif(tmp_path / "a.cif")
+    base = record_key(cif, FAST)
+    assert base == record_key(cif, FAST.model_copy())
+    assert record_key(cif, FAST.model_copy(update={"grid_spacing_A": 0.25})) != base
+    assert record_key(cif, FAST, prepare=_prepare) != base
+    renamed = tmp_path / "b.cif"
+    renamed.write_bytes(cif.read_bytes())
+    assert record_key(renamed, FAST) == base  # the bytes count, not the name
+    renamed.write_bytes(cif.read_bytes() + b"\n")
+    assert record_key(renamed, FAST) != base
+    assert len(code_fingerprint()) == 64
+
+
+def test_journal_skips_cut_lines_repairs_them_and_keeps_the_latest(tmp_path: Path) -> None:
+    journal = ValidationJournal(tmp_path / "sub" / "j.jsonl")
+    assert journal.read() == {}
+    journal.append("k1", "a", {"log10_sigma_pred": -3.5, "n": np.int64(2)})
+    journal.append("k2", "b", {"log10_sigma_pred": float("-inf"), "error": None})
+    # an interruption cut the next line short
+    with journal.path.open("a") as handle:
+        handle.write('{"key": "k3", "id": "c", "rec')
+    journal.append("k1", "a", {"log10_sigma_pred": -4.0})  # a later scoring wins
+    records = journal.read()
+    assert set(records) == {"k1", "k2"}
+    assert records["k1"] == {"log10_sigma_pred": -4.0}
+    assert records["k2"]["log10_sigma_pred"] == float("-inf")
+    lines = journal.path.read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[-1])["id"] == "a"
+
+
+def test_a_crashed_worker_is_not_journalled(tmp_path: Path) -> None:
+    journal = ValidationJournal(tmp_path / "j.jsonl")
+    journal.append("k", "a", {"error_cause": "worker_crashed", "error": "a: killed"})
+    assert journal.read() == {}
+    journal.append("k", "a", {"error_cause": "parse_error", "error": "a: not a CIF"})
+    assert journal.read()["k"]["error_cause"] == "parse_error"
