@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -209,20 +210,39 @@ def test_validate_runs_on_cifs_and_a_table(tmp_path: Path, small_cifs: Path) -> 
     }
 
 
-def _wait_for_rows(db: Path, at_least: int, process: subprocess.Popen, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the screen finished before it could be interrupted"
-        if db.exists():
-            try:
-                with closing(sqlite3.connect(db, timeout=10)) as conn:
-                    n = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            except sqlite3.OperationalError:
-                n = 0
-            if n >= at_least:
-                return n
-        time.sleep(0.1)
-    raise AssertionError(f"fewer than {at_least} rows after {timeout} s")
+def _row_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(db, timeout=10)) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _journal_lines(folder: Path) -> int:
+    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    return files[0].read_text().count("\n") if files else 0
+
+
+def _kill_after(args: list, env: dict[str, str], done: Callable[[], int], at_least: int) -> None:
+    """Run the CLI and SIGKILL its process group once ``done()`` reaches ``at_least``."""
+    process = subprocess.Popen(
+        cli_command(args),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while done() < at_least:
+            assert process.poll() is None, "the command finished before it could be killed"
+            assert time.monotonic() < deadline, f"fewer than {at_least} done after 240 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
 
 
 @pytest.mark.slow
@@ -252,18 +272,7 @@ def test_killed_screen_resumes_without_recomputing(tmp_path: Path) -> None:
         db,
         "--quiet",
     ]
-    process = subprocess.Popen(
-        cli_command(args),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        _wait_for_rows(db, 2, process, timeout=240)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate(timeout=60)
+    _kill_after(args, env, lambda: _row_count(db), 2)
     before = {r["candidate_id"]: r["written_utc"] for r in results(db)}
     assert 2 <= len(before) < len(ids)
 
@@ -292,25 +301,8 @@ def test_killed_validate_resumes_from_its_journal(tmp_path: Path) -> None:
     args = ["validate", "--cifs", folder, "--table", table, "--json", out]
     args += ["--grid", "0.25", "--workers", "1", "--quiet"]
     journal = Path(env["IONDRAG_HOME"]) / "validate"
-    process = subprocess.Popen(
-        cli_command(args),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 240
-        lines = 0
-        while lines < 2:
-            assert process.poll() is None, "validate finished before it could be interrupted"
-            assert time.monotonic() < deadline, "fewer than 2 journal lines after 240 s"
-            files = list(journal.glob("*.jsonl")) if journal.is_dir() else []
-            lines = files[0].read_text().count("\n") if files else 0
-            time.sleep(0.05)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate(timeout=60)
+    _kill_after(args, env, lambda: _journal_lines(journal), 2)
+    files = sorted(journal.glob("*.jsonl"))
     assert not out.exists()
     before = {
         json.loads(line)["id"]: json.loads(line)["record"]
