@@ -1351,7 +1351,16 @@ def run_validation(
     if journal is not None:
         log = ValidationJournal(journal)
         keys = {i: record_key(files[i], parameters, prepare_candidate) for i in ids}
-        earlier = log.read() if reuse_journal else {}
+        earlier = {}
+        if reuse_journal:
+            try:
+                earlier = log.read()
+            except OSError as error:
+                warnings.warn(
+                    f"journal {journal} not read ({error}); scoring every structure",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         scored = {i: earlier[keys[i]] for i in ids if keys[i] in earlier}
     inputs["journal"] = None if journal is None else str(Path(journal).resolve())
     inputs["n_reused_from_journal"] = len(scored)
@@ -1360,8 +1369,18 @@ def run_validation(
         print(f"reusing {reused} of {len(ids)} records from {journal}", file=sys.stderr)
 
     def report_line(done: int, ident: str, record: dict[str, Any]) -> None:
+        nonlocal log
         if log is not None:
-            log.append(keys[ident], ident, record)
+            try:
+                log.append(keys[ident], ident, record)
+            except OSError as error:  # a full disk or a read-only home must not stop the run
+                warnings.warn(
+                    f"journal {journal} not written ({error}); this run will not resume",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                inputs["journal_error"] = " ".join(str(error).split())
+                log = None
         if not progress:
             return
         status = "ok" if record.get("error") is None else record.get("error_cause")

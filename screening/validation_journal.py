@@ -100,11 +100,11 @@ class ValidationJournal:
         if not self.path.is_file():
             return {}
         records: dict[str, dict[str, Any]] = {}
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_bytes().splitlines():
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # cut short by an interruption
+            except ValueError:  # cut short by an interruption, or not text at all
+                continue
             if isinstance(entry, dict) and isinstance(entry.get("record"), dict):
                 records[str(entry.get("key"))] = entry["record"]
         return records

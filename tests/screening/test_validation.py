@@ -790,3 +790,16 @@ def test_journal_resumes_and_rescores_only_what_changed(
     scored_now.clear()
     run_validation(cifs, table, parameters=FAST, journal=journal, limit=2, reuse_journal=False)
     assert sorted(scored_now) == ["Li2O", "Li2S"]
+
+
+def test_an_unwritable_journal_warns_and_the_run_goes_on(
+    synthetic_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cifs, table = synthetic_set
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the journal's folder should be\n")
+    with pytest.warns(RuntimeWarning, match="will not resume"):
+        report = run_validation(
+            cifs, table, parameters=FAST, limit=2, journal=blocker / "journal.jsonl"
+        )
+    assert report.n_scored == 2 and "journal_error" in report.inputs

@@ -56,6 +56,11 @@ def test_journal_skips_cut_lines_repairs_them_and_keeps_the_latest(tmp_path: Pat
     assert records["k2"]["log10_sigma_pred"] == float("-inf")
     lines = journal.path.read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[-1])["id"] == "a"
+    # bytes that are not text (a corrupted disk block) cost their line only
+    with journal.path.open("ab") as handle:
+        handle.write(b"\xff\xfe\x00garbage\n")
+    journal.append("k4", "d", {"log10_sigma_pred": -6.0})
+    assert set(journal.read()) == {"k1", "k2", "k4"}
 
 
 def test_a_crashed_worker_is_not_journalled(tmp_path: Path) -> None:
