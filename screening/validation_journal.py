@@ -31,14 +31,26 @@ from screening.parameters import ScreeningParameters
 TRANSIENT_CAUSES = frozenset({"worker_crashed"})
 
 
+#: Libraries whose version enters the key (a new release may change a structure's numbers).
+KEYED_LIBRARIES = ("numpy", "scipy", "pymatgen", "spglib", "chgnet", "torch")
+
+
 @cache
 def code_fingerprint() -> str:
-    """Return a digest of iondrag's science code and force-field data (hex).
+    """Return a digest of iondrag's science code, its data and its libraries' versions (hex).
 
-    Covers every ``.py`` file of the ``screening`` package and the force-field tables of
-    the data folder: records scored by other code are never reused.
+    Covers every ``.py`` file of the ``screening`` package, the force-field tables of the
+    data folder and the installed versions of :data:`KEYED_LIBRARIES`: records scored by
+    other code are never reused.
     """
+    from importlib.metadata import PackageNotFoundError, version
+
     digest = hashlib.sha256(__version__.encode())
+    for library in KEYED_LIBRARIES:
+        try:
+            digest.update(f"{library}=={version(library)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{library} absent".encode())
     package = Path(__file__).resolve().parent
     files = sorted(package.rglob("*.py")) + sorted((data_dir() / "forcefield").rglob("*"))
     for path in files:

@@ -69,3 +69,20 @@ def test_a_crashed_worker_is_not_journalled(tmp_path: Path) -> None:
     assert journal.read() == {}
     journal.append("k", "a", {"error_cause": "parse_error", "error": "a: not a CIF"})
     assert journal.read()["k"]["error_cause"] == "parse_error"
+
+
+def test_a_new_library_release_changes_the_fingerprint(monkeypatch) -> None:
+    import importlib.metadata
+
+    installed = code_fingerprint()
+    real_version = importlib.metadata.version
+
+    def upgraded(name: str) -> str:
+        return "999.0" if name == "pymatgen" else real_version(name)
+
+    code_fingerprint.cache_clear()
+    monkeypatch.setattr(importlib.metadata, "version", upgraded)
+    try:
+        assert code_fingerprint() != installed
+    finally:
+        code_fingerprint.cache_clear()
