@@ -1345,42 +1345,22 @@ def run_validation(
         "table_ids_without_cif": len(set(table.index) - set(files)),
         "cifs_not_in_table": len(set(files) - set(table.index)),
     }
-    scored: dict[str, dict[str, Any]] = {}
+    log = None if journal is None else ValidationJournal(journal)
     keys: dict[str, str] = {}
-    log = None
-    if journal is not None:
-        log = ValidationJournal(journal)
+    scored: dict[str, dict[str, Any]] = {}
+    if log is not None:
         keys = {i: record_key(files[i], parameters, prepare_candidate) for i in ids}
-        earlier = {}
-        if reuse_journal:
-            try:
-                earlier = log.read()
-            except OSError as error:
-                warnings.warn(
-                    f"journal {journal} not read ({error}); scoring every structure",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        scored = {i: earlier[keys[i]] for i in ids if keys[i] in earlier}
-    inputs["journal"] = None if journal is None else str(Path(journal).resolve())
-    inputs["n_reused_from_journal"] = len(scored)
+        earlier = log.read() if reuse_journal else {}
+        scored = {i: earlier[key] for i, key in keys.items() if key in earlier}
     reused = len(scored)
+    inputs["journal"] = None if log is None else str(log.path.resolve())
+    inputs["n_reused_from_journal"] = reused
     if progress and reused:
         print(f"reusing {reused} of {len(ids)} records from {journal}", file=sys.stderr)
 
     def report_line(done: int, ident: str, record: dict[str, Any]) -> None:
-        nonlocal log
         if log is not None:
-            try:
-                log.append(keys[ident], ident, record)
-            except OSError as error:  # a full disk or a read-only home must not stop the run
-                warnings.warn(
-                    f"journal {journal} not written ({error}); this run will not resume",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                inputs["journal_error"] = " ".join(str(error).split())
-                log = None
+            log.append(keys[ident], ident, record)
         if not progress:
             return
         status = "ok" if record.get("error") is None else record.get("error_cause")
@@ -1403,6 +1383,8 @@ def run_validation(
         )
     )
     wall = time.perf_counter() - started
+    if log is not None and log.error is not None:
+        inputs["journal_error"] = log.error
     records = []
     for ident in ids:
         row = table.loc[ident]

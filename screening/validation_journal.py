@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import warnings
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -98,6 +99,10 @@ def _plain(value: Any) -> Any:
 class ValidationJournal:
     """Append-only JSON Lines file of (key, id, record).
 
+    A journal that cannot be read or written warns (RuntimeWarning) and records why in
+    ``error``; the run goes on without it (a full disk or a read-only home must not stop a
+    validation, it only costs the resumption).
+
     Parameters
     ----------
     path
@@ -106,13 +111,25 @@ class ValidationJournal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.error: str | None = None
+
+    def _fail(self, action: str, error: OSError, consequence: str) -> None:
+        self.error = " ".join(f"{action}: {error}".split())
+        warnings.warn(
+            f"journal {self.path} not {action} ({error}); {consequence}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def read(self) -> dict[str, dict[str, Any]]:
         """Return key -> record of every complete line (a later line wins)."""
-        if not self.path.is_file():
+        try:
+            content = self.path.read_bytes() if self.path.is_file() else b""
+        except OSError as error:
+            self._fail("read", error, "scoring every structure")
             return {}
         records: dict[str, dict[str, Any]] = {}
-        for line in self.path.read_bytes().splitlines():
+        for line in content.splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:  # cut short by an interruption, or not text at all
@@ -122,16 +139,22 @@ class ValidationJournal:
         return records
 
     def append(self, key: str, ident: str, record: dict[str, Any]) -> None:
-        """Append one record and flush it to disk (transient failures are not written)."""
-        if record.get("error_cause") in TRANSIENT_CAUSES:
+        """Append one record and flush it to disk (transient failures are not written).
+
+        After the first failed write the journal stops writing (one warning per run).
+        """
+        if self.error is not None or record.get("error_cause") in TRANSIENT_CAUSES:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"key": key, "id": ident, "record": record}, default=_plain)
-        with self.path.open("ab+") as handle:  # binary: writes go to the end
-            size = handle.seek(0, 2)
-            if size > 0:
-                handle.seek(size - 1)
-                if handle.read(1) != b"\n":  # the previous run was cut mid-line
-                    handle.write(b"\n")
-            handle.write(line.encode() + b"\n")
-            handle.flush()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("ab+") as handle:  # binary: writes go to the end
+                size = handle.seek(0, 2)
+                if size > 0:
+                    handle.seek(size - 1)
+                    if handle.read(1) != b"\n":  # the previous run was cut mid-line
+                        handle.write(b"\n")
+                handle.write(line.encode() + b"\n")
+                handle.flush()
+        except OSError as error:
+            self._fail("written", error, "this run will not resume")
