@@ -20,7 +20,7 @@ ones (Spearman, censored MAE, MAE|mo and the paired bootstrap difference). Units
 
 Usage::
 
-    python benchmarks/ordered_disorder.py validation.json --cifs DIR [--draws 4]
+    python benchmarks/ordered_disorder.py validation.json --cifs DIR [--draws 4] [--ids a,b]
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--lowest-of", type=int, default=1, help="keep the lowest of N draws")
     parser.add_argument("--min-sites", type=int, default=16, help="shared sites per supercell")
     parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--ids", help="only these structures, comma-separated")
     args = parser.parse_args()
     rows = scored_records(
         json.loads(args.report.read_text())["per_structure"], finite_prediction=True
@@ -132,7 +133,8 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     parameters = ScreeningParameters()
     ordered: dict[str, np.ndarray] = {}
-    for ident in sorted(base):
+    chosen = sorted(base) if not args.ids else sorted(set(args.ids.split(",")) & set(base))
+    for ident in chosen:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             structure = Structure.from_file(args.cifs / f"{ident}.cif")
