@@ -43,6 +43,18 @@ class IondragSettings(BaseSettings):
         """Return the Materials Project cache path, defaulting into ``home``."""
         return self.mp_cache_path or self.home / "mp_cache.sqlite"
 
+    def validation_journal_path(self, cifs_dir: Path) -> Path:
+        """Return the journal of ``iondrag validate`` on a CIF folder, in ``home``.
+
+        ``<home>/validate/<folder name>-<digest of its resolved path>.jsonl``: one journal
+        per folder, so that rerunning a validation of the same folder resumes it.
+        """
+        import hashlib
+
+        folder = Path(cifs_dir).resolve()
+        digest = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+        return self.home / "validate" / f"{folder.name}-{digest}.jsonl"
+
 
 def get_settings(**overrides: object) -> IondragSettings:
     """Read the settings now (environment first, then ``overrides``)."""

@@ -821,8 +821,11 @@ def _validate(args: argparse.Namespace) -> int:
         from screening.validation import run_validation
     except ImportError as error:
         raise RuntimeError(f"iondrag validate is not available: {error}") from error
+    from screening.settings import get_settings
+
+    cifs = Path(args.cifs).expanduser()
     report = run_validation(
-        Path(args.cifs).expanduser(),
+        cifs,
         Path(args.table).expanduser(),
         parameters=parameters,
         workers=args.workers or _default_workers(),
@@ -831,22 +834,11 @@ def _validate(args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=not args.quiet,
         prepare_candidate=_elastic_preparation(parameters),
-        journal=args.journal or _default_journal(Path(args.cifs).expanduser()),
+        journal=args.journal or get_settings().validation_journal_path(cifs),
         reuse_journal=not args.fresh,
     )
     print(report.summary_text())
     return 0
-
-
-def _default_journal(cifs_dir: Path) -> Path:
-    """Journal of a CIF folder: <home>/validate/<folder name>-<digest of its path>.jsonl."""
-    import hashlib
-
-    from screening.settings import get_settings
-
-    folder = cifs_dir.resolve()
-    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
-    return get_settings().home / "validate" / f"{folder.name}-{digest}.jsonl"
 
 
 def _elastic_preparation(parameters: Any) -> Any:
