@@ -410,6 +410,27 @@ class PairField:
         return inverse.ravel()
 
 
+def coulomb_pair_parameters(
+    element_a: str,
+    charge_a: float,
+    element_b: str,
+    charge_b: float,
+    screening_factor: float = SCREENING_FACTOR,
+) -> tuple[float, float]:
+    """SoftBV screened Coulomb parameters of a like-charged pair.
+
+    Returns
+    -------
+    (prefactor_eV_A, screening_A)
+        k_e q_a q_b / sqrt(n_a n_b) in eV A (n the period) and
+        rho = f (r_cov,a + r_cov,b) in A.
+    """
+    radii = covalent_radii_A()
+    rows = Element(element_a).row * Element(element_b).row
+    prefactor = COULOMB_EV_A * float(charge_a) * float(charge_b) / float(np.sqrt(rows))
+    return prefactor, screening_factor * (radii[element_a] + radii[element_b])
+
+
 def build_pair_field(
     framework: Framework,
     *,
@@ -469,8 +490,6 @@ def build_pair_field(
     mobile = framework.mobile_element
     q_mobile = round(framework.mobile_charge_e)
     radii = covalent_radii_A()
-    n_mobile = Element(mobile).row
-    r_mobile = radii[mobile]
     count = len(framework.elements)
     is_morse = np.zeros(count, dtype=bool)
     d0, rmin, alpha = (np.full(count, np.nan) for _ in range(3))
@@ -503,9 +522,9 @@ def build_pair_field(
         else:
             if element not in radii:
                 raise MissingParametersError(f"no covalent radius for {element}", candidate_id)
-            n_j = Element(element).row
-            prefactor[i] = COULOMB_EV_A * q_mobile * float(charge) / np.sqrt(n_mobile * n_j)
-            screening[i] = screening_factor * (r_mobile + radii[element])
+            prefactor[i], screening[i] = coulomb_pair_parameters(
+                mobile, q_mobile, element, float(charge), screening_factor
+            )
     if not np.any(is_morse & keep):
         raise MissingParametersError(
             f"no counter-ions for {mobile}{q_mobile:+d} in the framework", candidate_id

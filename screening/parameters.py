@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Bumped with every change of the science code that changes its numbers (see fingerprint).
-SCIENCE_REVISION: int = 3
+SCIENCE_REVISION: int = 4
 
 #: Fields added after SCIENCE_REVISION 2 with the value that reproduces the earlier behaviour.
 #: At that value they are left out of :meth:`ScreeningParameters.fingerprint`, so results
@@ -119,6 +119,21 @@ class ScreeningParameters(BaseModel):
         "weighted by exp(-(L - E_1)/kT), L the level at which its site joins a percolating "
         "channel (docs/theory.md 6); all_sites: every mobile ion, Boltzmann-weighted into the "
         "percolating region; percolating_sites: only ions on sites inside that region.",
+    )
+    carrier_statistics: Literal["lattice_gas", "all_ions"] = Field(
+        "lattice_gas",
+        description="lattice_gas: an ion carries current only into an empty site; the "
+        "carriers are the ions times (the vacancy fraction of their sublattice + thermal "
+        "Frenkel vacancies exp(-E_F/2kT) + extrinsic_defect_fraction), capped at one "
+        "(screening.carriers); all_ions: every mobile ion a carrier (the single-ion picture).",
+    )
+    extrinsic_defect_fraction: float = Field(
+        1e-4,
+        ge=0.0,
+        le=1.0,
+        description="Vacancies per mobile-ion site from aliovalent impurities (dimensionless). "
+        "A physical default, not fitted: 100 ppm, the impurity level of reagent-grade "
+        "(99.99 %) ceramics; it sets the floor of a stoichiometric crystal's carriers.",
     )
     path_relax_iterations: int = Field(30, ge=0, le=500, description="String-method steps.")
     arrhenius_temperatures_K: tuple[float, ...] = Field(

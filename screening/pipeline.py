@@ -38,6 +38,16 @@ import numpy as np
 from pymatgen.core import Element
 from threadpoolctl import threadpool_limits
 
+from screening.carriers import (
+    FrenkelPair,
+    SublatticeOccupancy,
+    carrier_fraction,
+    carrier_mechanism,
+    frenkel_pair,
+    grid_local_minima,
+    intrinsic_defect_fraction,
+    sublattice_occupancy,
+)
 from screening.conductivity import (
     POLYCRYSTAL_AVERAGES,
     anisotropy_ratio,
@@ -54,7 +64,7 @@ from screening.elastic import (
 )
 from screening.elastic_estimate import estimate_moduli_GPa
 from screening.errors import IondragError, NoPercolationError
-from screening.forcefield import PairField, build_pair_field
+from screening.forcefield import PairField, build_pair_field, coulomb_pair_parameters
 from screening.mobility import (
     HomogenisedDiffusion,
     damping_regime,
@@ -102,6 +112,9 @@ CONSTANT_FRICTION_KG_PER_S: float = 1e-13
 #: Smallest transverse curvature used in the channel entropy, eV/A^2 (k_B T / k = (0.5 A)^2
 #: at 300 K): wider channels are not harmonic, and the floor keeps F(s) finite.
 MIN_TRANSVERSE_CURVATURE_EV_PER_A2: float = 0.1
+
+#: A headline below 10^this S/cm gets its cause written beside it (no sample shows it).
+LOWEST_PLAUSIBLE_LOG10_SIGMA: float = -30.0
 
 #: Ablation "one global Lambda": the isotropic lambda of K = 40 GPa, G = 20 GPa,
 #: rho = 3000 kg/m^3 (a typical solid electrolyte), s^3/kg.
@@ -509,6 +522,7 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     connection = None
     if parameters.carrier_density == "connected_sites":
         connection = _site_connection(analysis, parameters)
+    defects = _defect_model(analysis, parameters)
 
     # the temperature-independent conventions are evaluated once
     fixed_fraction = homog.region_weight_fraction
@@ -518,7 +532,7 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     def carriers_at(t: float) -> float:
         """Carrier density at temperature t, 1/m^3 (connected-site weights depend on t)."""
         fraction = fixed_fraction if connection is None else connection.fraction(t)
-        return framework.carrier_density_per_m3 * fraction
+        return framework.carrier_density_per_m3 * fraction * defects.fraction(t)
 
     carriers = carriers_at(temperature)
 
@@ -588,6 +602,8 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     }
     headline = estimates[parameters.headline]
     entropic = parameters.headline != "path"
+    # ablation: every ion a carrier (sigma is linear in the carrier density)
+    estimates["all_ions"] = headline - _log10(defects.fraction(temperature))
     estimates["overdamped"] = headline - log_inertia
     estimates["constant_drag"] = path_estimate(
         temperature, entropic, np.full(len(gamma_path), CONSTANT_FRICTION_KG_PER_S)
@@ -611,6 +627,14 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         channel = channel_log10(temperature, entropic, gamma_path) + log_inertia
         tensor = sigma_homog * (10.0**channel / top)
 
+    if headline < LOWEST_PLAUSIBLE_LOG10_SIGMA:
+        channel = channel_log10(temperature, entropic, gamma_path) + log_inertia
+        analysis.notes.append(
+            f"sigma below 1e{LOWEST_PLAUSIBLE_LOG10_SIGMA:.0f} S/cm: the "
+            f"{parameters.polycrystal_average} polycrystal average is set by the slowest "
+            f"direction, which opens {openings[3] - openings[1]:.2f} eV above the channel "
+            f"(E_3D - E_1D); along the channel alone log10 sigma = {channel:.1f} (S/cm)"
+        )
     arrhenius = None
     if parameters.arrhenius_temperatures_K:
         ts = np.array(parameters.arrhenius_temperatures_K)
@@ -633,6 +657,7 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         "inertia": inertia,
         "homogenised": homog,
         "carriers": carriers,
+        "defects": defects,
         "estimates": estimates,
         "sigma_tensor": tensor,
         "arrhenius": arrhenius,
@@ -743,6 +768,93 @@ def _site_connection(analysis: Analysis, parameters: ScreeningParameters) -> Sit
     return SiteConnection(np.minimum(levels, ceiling), framework.mobile_occupancies[valid], start)
 
 
+@dataclasses.dataclass(frozen=True)
+class DefectModel:
+    """Which ions carry current: lattice-gas vacancies, Frenkel pairs, extrinsic defects.
+
+    Attributes
+    ----------
+    statistics
+        ``parameters.carrier_statistics``: ``lattice_gas`` or ``all_ions`` (every ion a
+        carrier, the single-ion picture).
+    sublattice
+        The mobile-ion sublattice as a lattice gas
+        (:func:`screening.carriers.sublattice_occupancy`).
+    frenkel
+        The cheapest Frenkel pair (:func:`screening.carriers.frenkel_pair`).
+    extrinsic_fraction
+        ``parameters.extrinsic_defect_fraction``.
+    """
+
+    statistics: str
+    sublattice: SublatticeOccupancy
+    frenkel: FrenkelPair
+    extrinsic_fraction: float
+
+    def intrinsic_fraction(self, temperature_K: float) -> float:
+        """Frenkel vacancy fraction exp(-E_F / 2 k_B T) at a temperature in K."""
+        return intrinsic_defect_fraction(self.frenkel.formation_energy_eV, temperature_K)
+
+    def fraction(self, temperature_K: float) -> float:
+        """Fraction of the ions that are carriers at a temperature in K (1 for all_ions)."""
+        if self.statistics == "all_ions":
+            return 1.0
+        return carrier_fraction(
+            self.sublattice.vacancy_fraction,
+            self.intrinsic_fraction(temperature_K),
+            self.extrinsic_fraction,
+        )
+
+    def mechanism(self, temperature_K: float) -> str:
+        """Return the dominant carrier mechanism at a temperature in K."""
+        if self.statistics == "all_ions":
+            return "all_ions"
+        return carrier_mechanism(
+            self.sublattice.vacancy_fraction,
+            self.intrinsic_fraction(temperature_K),
+            self.extrinsic_fraction,
+        )
+
+
+def _defect_model(analysis: Analysis, parameters: ScreeningParameters) -> DefectModel:
+    """Lattice-gas occupancy and the Frenkel pair of the candidate's landscape.
+
+    The Frenkel pair starts from mobile-ion sites that no framework ion shares (U there is
+    finite and meaningful) and ends in the empty minima of the fine grid (+inf where the
+    grid was not refined: minima higher than the refinement level are not candidates).
+    """
+    framework = analysis.framework
+    lattice = framework.lattice_matrix_A
+    sublattice = sublattice_occupancy(
+        framework.mobile_frac_coords,
+        framework.mobile_occupancies,
+        framework.mobile_site_framework_occupancies,
+        lattice,
+    )
+    site_energy = evaluate_points(analysis.field, framework.mobile_frac_coords @ lattice).energy_eV
+    site_energy = np.where(framework.mobile_site_framework_occupancies > 0, np.inf, site_energy)
+    minima = grid_local_minima(analysis.energy_grid_eV)
+    minima_frac = analysis.grid.frac_coords(minima)
+    minima_energy = evaluate_points(analysis.field, minima_frac @ lattice).energy_eV
+    charge = round(framework.mobile_charge_e)
+    prefactor, screening = coulomb_pair_parameters(
+        framework.mobile_element, charge, framework.mobile_element, charge
+    )
+    frenkel = frenkel_pair(
+        framework.mobile_frac_coords,
+        framework.mobile_occupancies,
+        site_energy,
+        minima_frac,
+        minima_energy,
+        lattice,
+        prefactor,
+        screening,
+    )
+    return DefectModel(
+        parameters.carrier_statistics, sublattice, frenkel, parameters.extrinsic_defect_fraction
+    )
+
+
 def _site_fraction(analysis: Analysis, region_flat: np.ndarray) -> float:
     """Occupancy-weighted fraction of mobile-ion sites whose grid voxel is in the region."""
     framework = analysis.framework
@@ -758,6 +870,7 @@ def result_document(
     """Build the output document of a scored candidate."""
     res = analysis.results
     homog: HomogenisedDiffusion = res["homogenised"]
+    defects: DefectModel = res["defects"]
     estimates = res["estimates"]
     sigma = res["sigma_tensor"]
     headline = estimates[parameters.headline]
@@ -808,6 +921,11 @@ def result_document(
         mobile_ion_density_per_m3=finite_or_none(analysis.framework.carrier_density_per_m3),
         carrier_density_per_m3=finite_or_none(res["carriers"]),
         carrier_convention=parameters.carrier_density,
+        carrier_mechanism=defects.mechanism(parameters.temperature_K),
+        carrier_fraction=finite_or_none(defects.fraction(parameters.temperature_K)),
+        sublattice_vacancy_fraction=finite_or_none(defects.sublattice.vacancy_fraction),
+        frenkel_energy_eV=finite_or_none(defects.frenkel.formation_energy_eV),
+        log10_sigma_all_ions_S_per_cm=finite_or_none(estimates["all_ions"]),
         region_weight_fraction=finite_or_none(homog.region_weight_fraction),
         drag_saddle_kg_per_s=finite_or_none(res["gamma_par_saddle"]),
         drag_floor_kg_per_s=finite_or_none(res["floor"]),

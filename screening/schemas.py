@@ -125,6 +125,29 @@ class CandidateResult(BaseModel):
     )
     carrier_density_per_m3: float | None = None
     carrier_convention: str | None = None
+    carrier_mechanism: str | None = Field(
+        None,
+        description="Dominant source of carriers at T: sublattice_vacancies (a partly "
+        "occupied mobile-ion sublattice), intrinsic_frenkel (thermal Frenkel pairs), "
+        "extrinsic_defects (the global extrinsic level) or all_ions (carrier statistics off).",
+    )
+    carrier_fraction: float | None = Field(
+        None,
+        description="Fraction of the mobile ions that find an empty neighbouring site at T: "
+        "vacancy fraction of the sublattice + exp(-E_F/2kT) + extrinsic level, capped at 1.",
+    )
+    sublattice_vacancy_fraction: float | None = Field(
+        None, description="Mean empty fraction of the mobile-ion sublattice's sites (0..1)."
+    )
+    frenkel_energy_eV: float | None = Field(
+        None,
+        description="Formation energy of the cheapest Frenkel pair in the force field (ion "
+        "from its site to the lowest empty minimum, other mobile ions as screened Coulomb "
+        "repulsion); None: no empty minimum below the refined level.",
+    )
+    log10_sigma_all_ions_S_per_cm: float | None = Field(
+        None, description="Ablation: the headline with every mobile ion a carrier."
+    )
     region_weight_fraction: float | None = None
 
     # drag and dynamics
@@ -261,6 +284,10 @@ class CandidateResult(BaseModel):
             "log10_sigma_path_constant_drag_S_per_cm": self.log10_sigma_path_constant_drag_S_per_cm,
             "log10_sigma_global_lambda_S_per_cm": self.log10_sigma_global_lambda_S_per_cm,
             "mobile_ion_density_per_m3": self.mobile_ion_density_per_m3,
+            "carrier_mechanism": self.carrier_mechanism,
+            "carrier_fraction": self.carrier_fraction,
+            "sublattice_vacancy_fraction": self.sublattice_vacancy_fraction,
+            "frenkel_energy_eV": self.frenkel_energy_eV,
             "drag_saddle_kg_per_s": self.drag_saddle_kg_per_s,
             "kramers_factor": self.kramers_factor,
             "damping_regime": self.damping_regime,

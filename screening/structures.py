@@ -94,6 +94,9 @@ class Framework:
         The mobile ion.
     mobile_frac_coords, mobile_occupancies
         The mobile-ion sites removed from the framework (kept for carrier density and plots).
+    mobile_site_framework_occupancies
+        Framework occupancy of each mobile-ion site (0 unless the site is shared, e.g.
+        Li/La in perovskites): the site is empty only when neither holds it.
     oxidation_method, oxidation_states
         How the charges were assigned and the per-element mean states.
     volume_A3, density_kg_per_m3
@@ -113,6 +116,7 @@ class Framework:
     mobile_charge_e: float
     mobile_frac_coords: np.ndarray
     mobile_occupancies: np.ndarray
+    mobile_site_framework_occupancies: np.ndarray
     oxidation_method: str
     oxidation_states: dict[str, float]
     volume_A3: float
@@ -486,7 +490,7 @@ def prepare_framework(
     decorated = assignment.structure
 
     frac, elements, charges, occupancies, site_totals, shared = [], [], [], [], [], []
-    mobile_frac, mobile_occ, mobile_charges = [], [], []
+    mobile_frac, mobile_occ, mobile_charges, mobile_shared = [], [], [], []
     for site in decorated:
         framework_total = sum(occ for sp, occ in site.species.items() if sp.symbol != mobile)
         holds_mobile = any(sp.symbol == mobile for sp in site.species)
@@ -496,6 +500,7 @@ def prepare_framework(
                 mobile_frac.append(site.frac_coords)
                 mobile_occ.append(occ)
                 mobile_charges.append(charge)
+                mobile_shared.append(framework_total)
             else:
                 frac.append(site.frac_coords)
                 elements.append(sp.symbol)
@@ -534,6 +539,7 @@ def prepare_framework(
         mobile_charge_e=round(mobile_charge, 6),
         mobile_frac_coords=np.mod(np.array(mobile_frac, dtype=float), 1.0),
         mobile_occupancies=np.array(mobile_occ, dtype=float),
+        mobile_site_framework_occupancies=np.array(mobile_shared, dtype=float),
         oxidation_method=assignment.method,
         oxidation_states=assignment.states,
         volume_A3=volume,

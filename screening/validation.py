@@ -42,7 +42,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +101,9 @@ FAMILY_COLUMN = "Family"
 
 #: Per-family Spearman only for families with at least this many scored members.
 MIN_FAMILY_SIZE = 5
+
+#: Seed of the family-disjoint halves of a validation table (:func:`family_halves`).
+HALVES_SEED = 20261205
 
 #: Paired bootstrap of the Spearman differences.
 BOOTSTRAP_RESAMPLES = 1000
@@ -621,8 +624,17 @@ PREDICTORS: tuple[Predictor, ...] = (
 #: The ablations (every predictor but the headline).
 ABLATIONS: tuple[Predictor, ...] = PREDICTORS[1:]
 
-#: Predictors evaluated only when some scored record has them (``--potential chgnet``).
+#: Predictors evaluated only when some scored record has them (``--potential chgnet``, or
+#: records of a science revision that computes them).
 OPTIONAL_PREDICTORS: tuple[Predictor, ...] = (
+    Predictor(
+        "all_ions",
+        "log10_sigma_all_ions",
+        "log10_sigma",
+        "(h) the headline with every mobile ion a carrier (no lattice-gas statistics, no "
+        "defect chemistry)",
+        missing_is_infinite=False,
+    ),
     Predictor(
         "universal_sigma",
         "log10_sigma_universal_S_per_cm",
@@ -741,12 +753,44 @@ def scored_records(
     ]
 
 
+def family_halves(family_sizes: Mapping[str, int], seed: int = HALVES_SEED) -> dict[str, str]:
+    """Split families into two halves, "A" and "B", of about equal size; no family in both.
+
+    The families, sorted by name, are shuffled with ``seed``; each in turn joins the half
+    with fewer members so far (ties: A). Global choices are tuned on one half and must
+    hold on the other (docs/validation.md).
+
+    Parameters
+    ----------
+    family_sizes
+        Family -> number of structures.
+    seed
+        Seed of the shuffle (:data:`HALVES_SEED` for the documented halves).
+
+    Returns
+    -------
+    dict
+        Family -> "A" or "B".
+    """
+    names = sorted(family_sizes)
+    order = np.random.default_rng(seed).permutation(len(names))
+    sizes = {"A": 0, "B": 0}
+    halves: dict[str, str] = {}
+    for index in order:
+        name = names[int(index)]
+        half = "A" if sizes["A"] <= sizes["B"] else "B"
+        halves[name] = half
+        sizes[half] += int(family_sizes[name])
+    return halves
+
+
 def evaluate_records(
     records: Sequence[dict[str, Any]],
     *,
     temperature_K: float,
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    by_half: bool = True,
 ) -> dict[str, Any]:
     """Every metric from per-structure records (the ``per_structure`` list of the report).
 
@@ -756,8 +800,10 @@ def evaluate_records(
     -------
     dict
         ``headline`` (metrics), ``ablations`` (name -> metrics and the paired bootstrap
-        ``spearman_difference_vs_headline``) and ``per_family`` (family -> n, spearman,
-        kendall, for families with at least :data:`MIN_FAMILY_SIZE` scored members).
+        ``spearman_difference_vs_headline``), ``per_family`` (family -> n, spearman,
+        kendall, for families with at least :data:`MIN_FAMILY_SIZE` scored members) and,
+        with ``by_half`` and records that carry a ``half``, ``halves`` (half -> the same
+        evaluation on that half's records).
     """
     scored = scored_records(records)
     measured = np.array([float(r["log10_sigma_exp"]) for r in scored], dtype=float)
@@ -812,6 +858,18 @@ def evaluate_records(
             "spearman": spearman(headline_scores[index], measured[index]),
             "kendall": kendall(headline_scores[index], measured[index]),
         }
+    if by_half:
+        halves = sorted({str(r["half"]) for r in scored if r.get("half")})
+        results["halves"] = {
+            half: evaluate_records(
+                [r for r in records if r.get("half") == half],
+                temperature_K=temperature_K,
+                n_resamples=n_resamples,
+                seed=seed,
+                by_half=False,
+            )
+            for half in halves
+        }
     return results
 
 
@@ -826,6 +884,11 @@ _RESULT_FIELDS: dict[str, str] = {
     "log10_sigma_overdamped": "log10_sigma_overdamped_S_per_cm",
     "log10_sigma_path_constant_drag": "log10_sigma_path_constant_drag_S_per_cm",
     "log10_sigma_global_lambda": "log10_sigma_global_lambda_S_per_cm",
+    "log10_sigma_all_ions": "log10_sigma_all_ions_S_per_cm",
+    "carrier_mechanism": "carrier_mechanism",
+    "carrier_fraction": "carrier_fraction",
+    "sublattice_vacancy_fraction": "sublattice_vacancy_fraction",
+    "frenkel_energy_eV": "frenkel_energy_eV",
     "barrier_1d_eV": "barrier_1d_eV",
     "barrier_3d_eV": "barrier_3d_eV",
     "mobile_ion_density_per_m3": "mobile_ion_density_per_m3",
@@ -1065,6 +1128,7 @@ class ValidationReport:
             "headline": head,
             "baseline_constant": self.metrics.get("baseline_constant", {}),
             "per_family": self.metrics.get("per_family", {}),
+            "halves": self.metrics.get("halves", {}),
             "ablations": self.metrics.get("ablations", {}),
             "upper_bound_policy": UPPER_BOUND_POLICY,
             "threshold_S_per_cm": THRESHOLD_S_PER_CM,
@@ -1164,6 +1228,23 @@ class ValidationReport:
                 f"{fmt(m['fitted_shift_log10'], '+.2f')} decades (then MAE "
                 f"{fmt(m['mae_log10_after_shift'], '.2f')})"
             )
+        if doc["halves"]:
+            lines += [
+                "",
+                "  family-disjoint halves (docs/validation.md): n, Spearman, MAE, AUC; "
+                "then Spearman of each ablation",
+            ]
+            for half, h in doc["halves"].items():
+                head = h.get("headline", {})
+                ablations = "  ".join(
+                    f"{name} {fmt(m.get('spearman'), '.2f')}"
+                    for name, m in h.get("ablations", {}).items()
+                )
+                lines.append(
+                    f"  half {half}: {head.get('n', 0):>4} {fmt(head.get('spearman')):>7} "
+                    f"{fmt(head.get('mae_log10'), '.2f'):>6} {fmt(head.get('roc_auc_1e-4')):>6}"
+                )
+                lines.append(f"    {ablations}")
         if doc["per_family"]:
             lines += ["", f"  per family (>= {MIN_FAMILY_SIZE} scored): n, Spearman, Kendall"]
             for family, f in doc["per_family"].items():
@@ -1278,6 +1359,7 @@ def run_validation(
     prepare_candidate: Callable[[Candidate], Candidate] | None = None,
     journal: Path | None = None,
     reuse_journal: bool = True,
+    fold: str | None = None,
 ) -> ValidationReport:
     """Score the CIFs of ``cifs_dir`` named in ``table_csv`` and compare with the measurements.
 
@@ -1310,6 +1392,9 @@ def run_validation(
         None: no journal.
     reuse_journal
         False: score everything afresh (the new records are still appended).
+    fold
+        "A" or "B": score only that family-disjoint half (:func:`family_halves` of the
+        table's structures that have a CIF); None: both, each record carrying its half.
 
     Returns
     -------
@@ -1332,12 +1417,19 @@ def run_validation(
     table, skipped = read_conductivity_table(table_csv)
     files = _cif_files(cifs_dir)
     ids = sorted(set(table.index) & set(files))
+    if fold is not None and fold not in ("A", "B"):
+        raise ValueError(f"fold must be A or B, got {fold!r}")
+    halves = family_halves(table.loc[ids, "family"].value_counts().to_dict())
+    if fold is not None:
+        ids = [i for i in ids if halves[table.loc[i, "family"]] == fold]
     if limit is not None:
         ids = ids[:limit]
     inputs = {
         "cifs_dir": str(cifs_dir.resolve()),
         "table_csv": str(table_csv.resolve()),
         "limit": limit,
+        "fold": fold,
+        "halves_seed": HALVES_SEED,
         "workers": workers,
         "table_rows_parsed": len(table),
         "table_rows_skipped": skipped,
@@ -1392,6 +1484,7 @@ def run_validation(
             "id": ident,
             "formula": None,
             "family": row["family"],
+            "half": halves[row["family"]],
             "log10_sigma_exp": float(row["log10_sigma_exp"]),
             "sigma_exp_text": row["sigma_exp_text"],
             "upper_bound": bool(row["upper_bound"]),

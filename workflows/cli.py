@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--png", type=Path, help="write a parity plot")
     validate.add_argument("--workers", type=_positive_int, default=None)
     validate.add_argument("--limit", type=_positive_int, default=None, help="first N only")
+    validate.add_argument(
+        "--fold",
+        choices=("A", "B"),
+        help="score only one of the two family-disjoint halves of the table (fixed, seeded; "
+        "docs/validation.md); every report shows both halves' figures",
+    )
     validate.add_argument("--temperature", type=_float, default=300.0, help="K (default 300)")
     validate.add_argument("--grid", type=_float, default=0.2, help="Å (default 0.2)")
     validate.add_argument("--ion", help="mobile species (default: each candidate's own)")
@@ -836,6 +842,7 @@ def _validate(args: argparse.Namespace) -> int:
         prepare_candidate=_elastic_preparation(parameters),
         journal=args.journal or get_settings().validation_journal_path(cifs),
         reuse_journal=not args.fresh,
+        fold=args.fold,
     )
     print(report.summary_text())
     return 0

@@ -94,6 +94,8 @@ class ScreenMaker(Maker):
     carrier_density: Literal["all_sites", "percolating_sites", "connected_sites"] = (
         "connected_sites"
     )
+    carrier_statistics: Literal["lattice_gas", "all_ions"] = "lattice_gas"
+    extrinsic_defect_fraction: float = 1e-4
     path_relax_iterations: int = 30
     arrhenius_temperatures_K: tuple[float, ...] = (300.0, 400.0, 500.0, 600.0)
     refine_above_1d_eV: float = 1.0

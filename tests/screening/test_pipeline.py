@@ -187,7 +187,10 @@ def test_connected_site_carriers_count_every_ion_of_an_open_framework():
         candidate, ScreeningParameters(**FAST, carrier_density="all_sites")
     )
     assert connected.carrier_convention == "connected_sites"
-    assert connected.carrier_density_per_m3 == pytest.approx(connected.mobile_ion_density_per_m3)
+    # every ion connected: the carriers are the ions times the lattice-gas carrier fraction
+    assert connected.carrier_density_per_m3 == pytest.approx(
+        connected.mobile_ion_density_per_m3 * connected.carrier_fraction
+    )
     # the single-ion Boltzmann fraction in the region is at most 1
     assert every_site.carrier_density_per_m3 <= every_site.mobile_ion_density_per_m3 * (1 + 1e-12)
     # with the same carriers the two conventions give the same conductivity
