@@ -26,7 +26,18 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import cg, splu
 
-from screening.units import AMU_KG, ANGSTROM_M, EV_PER_A2_TO_N_PER_M, KB_J_PER_K, thermal_energy_eV
+from screening.units import (
+    AMU_KG,
+    ANGSTROM_M,
+    EV_PER_A2_TO_N_PER_M,
+    HBAR_EV_S,
+    KB_EV_PER_K,
+    KB_J_PER_K,
+    thermal_energy_eV,
+)
+
+#: Stands for an infinite Boltzmann temperature (every factor exp(-E/k_B T*) = 1), K.
+ISOKINETIC_TEMPERATURE_K: float = 1e12
 
 #: Conjugate-gradient iteration budget of the cell problem (tens are usually enough).
 CG_MAX_ITERATIONS: int = 5_000
@@ -206,6 +217,41 @@ def kramers_factor(
     g = gamma_parallel_saddle_kg_per_s / (mass * omega_b)
     transmission = np.sqrt(1.0 + 0.25 * g * g) - 0.5 * g
     return float(g * transmission), float(g), omega_b
+
+
+def site_phonon_energy_eV(site_hessian_eV_per_A2: np.ndarray, mass_amu: float) -> float:
+    """Hbar omega of the mobile ion vibrating in its site, eV.
+
+    omega = sqrt(k / M) with k the mean of the positive eigenvalues of the Hessian of U at
+    the site (eV/A^2, converted to N/m) and M the ion's mass: the phonon scale of the ion
+    itself, e.g. 0.04 eV for k = 3 eV/A^2 and Li.
+    """
+    values = np.linalg.eigvalsh(0.5 * (site_hessian_eV_per_A2 + site_hessian_eV_per_A2.T))
+    positive = values[values > 0]
+    if len(positive) == 0:
+        return 0.0
+    omega = np.sqrt(float(np.mean(positive)) * EV_PER_A2_TO_N_PER_M / (mass_amu * AMU_KG))
+    return float(HBAR_EV_S * omega)
+
+
+def meyer_neldel_temperature_K(temperature_K: float, meyer_neldel_energy_eV: float) -> float:
+    """Temperature of the Boltzmann factors under Meyer-Neldel compensation, K.
+
+    The compensation rule multiplies every activated rate exp(-E / k_B T) by exp(E / E_MN):
+    an activated process of energy E needs about E / E_MN phonons of energy E_MN, and the
+    many ways of combining them give it an entropy E / E_MN (Yelon and Movaghar, Phys. Rev.
+    Lett. 65 (1990) 618; for Li conductors Muy et al., Chem. Mater. 30 (2018) 5573). That
+    is every Boltzmann factor taken at T* with 1/(k_B T*) = 1/(k_B T) - 1/E_MN, while the
+    measured activation energy d ln(sigma)/d(-1/k_B T) stays E. At and above the
+    isokinetic temperature E_MN / k_B all barriers compensate completely (T* infinite,
+    returned as 1e12 K: every Boltzmann factor one); the rule is not extrapolated beyond.
+    """
+    if meyer_neldel_energy_eV <= 0:
+        return float(temperature_K)
+    inverse = 1.0 / thermal_energy_eV(temperature_K) - 1.0 / meyer_neldel_energy_eV
+    if inverse <= 0:
+        return ISOKINETIC_TEMPERATURE_K
+    return float(min(1.0 / (inverse * KB_EV_PER_K), ISOKINETIC_TEMPERATURE_K))
 
 
 def damping_regime(reduced_friction: float) -> str:

@@ -135,6 +135,13 @@ class ScreeningParameters(BaseModel):
         "A physical default, not fitted: 100 ppm, the impurity level of reagent-grade "
         "(99.99 %) ceramics; it sets the floor of a stoichiometric crystal's carriers.",
     )
+    barrier_compensation: Literal["none", "meyer_neldel"] = Field(
+        "none",
+        description="meyer_neldel: every Boltzmann factor exp(-E/kT) of the path estimate "
+        "times exp(E/E_MN) with E_MN = hbar omega of the ion in its site (its own phonon "
+        "scale, no fitted constant; screening.mobility.meyer_neldel_temperature_K); none: "
+        "the bare barriers.",
+    )
     path_relax_iterations: int = Field(30, ge=0, le=500, description="String-method steps.")
     arrhenius_temperatures_K: tuple[float, ...] = Field(
         (300.0, 400.0, 500.0, 600.0),

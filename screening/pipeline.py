@@ -70,8 +70,10 @@ from screening.mobility import (
     damping_regime,
     homogenised_diffusion,
     kramers_factor,
+    meyer_neldel_temperature_K,
     occupied_site_level_eV,
     path_mobility,
+    site_phonon_energy_eV,
 )
 from screening.parameters import ScreeningParameters
 from screening.paths import PercolatingPath, grid_percolating_path, relax_path, resample, smooth
@@ -586,7 +588,25 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         return pm.log10_diffusion_m2_per_s + log10_conversion(t)
 
     def path_estimate(t: float, entropic: bool, gamma: np.ndarray) -> float:
+        """log10 sigma (S/cm), polycrystal, with every Boltzmann factor at t.
+
+        D = k_B t mu and n q^2 / (k_B t) cancel their k_B t, so at a Boltzmann temperature
+        t other than the true one this is sigma with the compensated Boltzmann factors.
+        """
         return channel_log10(t, entropic, gamma) + polycrystal(opening_ratios(t))
+
+    # Meyer-Neldel compensation (screening.mobility.meyer_neldel_temperature_K): the
+    # phonon scale is the ion's own vibration in the channel's lowest site
+    lowest = int(np.argmin(path.energy_eV))
+    phonon_energy = site_phonon_energy_eV(
+        analysis.path_hessian_eV_per_A2[lowest], framework.mobile_mass_amu
+    )
+
+    def boltzmann_t(t: float) -> float:
+        """Temperature of the Boltzmann factors of the path estimates at t, K."""
+        if parameters.barrier_compensation == "meyer_neldel":
+            return meyer_neldel_temperature_K(t, phonon_energy)
+        return t
 
     sigma_homog = (
         nernst_einstein_S_per_m(homog.diffusion_m2_per_s, carriers, charge, temperature)
@@ -597,16 +617,20 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     homog_estimate = _log10(top) + polycrystal(homog_principal / top) if top > 0 else float("-inf")
     estimates: dict[str, float] = {
         "homogenised": homog_estimate + log_inertia,
-        "path": path_estimate(temperature, False, gamma_path) + log_inertia,
-        "path_entropic": path_estimate(temperature, True, gamma_path) + log_inertia,
+        "path": path_estimate(boltzmann_t(temperature), False, gamma_path) + log_inertia,
+        "path_entropic": path_estimate(boltzmann_t(temperature), True, gamma_path) + log_inertia,
     }
     headline = estimates[parameters.headline]
     entropic = parameters.headline != "path"
     # ablation: every ion a carrier (sigma is linear in the carrier density)
-    estimates["all_ions"] = headline - _log10(defects.fraction(temperature))
+    estimates["all_ions"] = headline - _log10(defects.fraction(boltzmann_t(temperature)))
+    # the barrier scale: the path headline with and without Meyer-Neldel compensation
+    compensated = meyer_neldel_temperature_K(temperature, phonon_energy)
+    estimates["meyer_neldel"] = path_estimate(compensated, entropic, gamma_path) + log_inertia
+    estimates["uncompensated"] = path_estimate(temperature, entropic, gamma_path) + log_inertia
     estimates["overdamped"] = headline - log_inertia
     estimates["constant_drag"] = path_estimate(
-        temperature, entropic, np.full(len(gamma_path), CONSTANT_FRICTION_KG_PER_S)
+        boltzmann_t(temperature), entropic, np.full(len(gamma_path), CONSTANT_FRICTION_KG_PER_S)
     )
     # one global Lambda: gamma and its floor scale with Lambda; the inertial factor changes
     ratio = GLOBAL_LAMBDA_S3_PER_KG / float(np.trace(analysis.elastic.lambda_s3_per_kg) / 3.0)
@@ -624,11 +648,11 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     if parameters.headline == "homogenised" or top <= 0:
         tensor = sigma_homog * inertia
     else:
-        channel = channel_log10(temperature, entropic, gamma_path) + log_inertia
+        channel = channel_log10(boltzmann_t(temperature), entropic, gamma_path) + log_inertia
         tensor = sigma_homog * (10.0**channel / top)
 
     if headline < LOWEST_PLAUSIBLE_LOG10_SIGMA:
-        channel = channel_log10(temperature, entropic, gamma_path) + log_inertia
+        channel = channel_log10(boltzmann_t(temperature), entropic, gamma_path) + log_inertia
         analysis.notes.append(
             f"sigma below 1e{LOWEST_PLAUSIBLE_LOG10_SIGMA:.0f} S/cm: the "
             f"{parameters.polycrystal_average} polycrystal average is set by the slowest "
@@ -646,7 +670,7 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
                 ]
             )
         else:
-            logs = np.array([path_estimate(t, entropic, gamma_path) for t in ts])
+            logs = np.array([path_estimate(boltzmann_t(t), entropic, gamma_path) for t in ts])
         logs = logs + log_inertia
         if np.all(np.isfinite(logs)):
             arrhenius = (ts, logs, arrhenius_fit(ts, logs))
@@ -658,6 +682,7 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
         "homogenised": homog,
         "carriers": carriers,
         "defects": defects,
+        "phonon_energy_eV": phonon_energy,
         "estimates": estimates,
         "sigma_tensor": tensor,
         "arrhenius": arrhenius,
@@ -926,6 +951,10 @@ def result_document(
         sublattice_vacancy_fraction=finite_or_none(defects.sublattice.vacancy_fraction),
         frenkel_energy_eV=finite_or_none(defects.frenkel.formation_energy_eV),
         log10_sigma_all_ions_S_per_cm=finite_or_none(estimates["all_ions"]),
+        barrier_compensation=parameters.barrier_compensation,
+        meyer_neldel_energy_eV=finite_or_none(res["phonon_energy_eV"]),
+        log10_sigma_meyer_neldel_S_per_cm=finite_or_none(estimates["meyer_neldel"]),
+        log10_sigma_uncompensated_S_per_cm=finite_or_none(estimates["uncompensated"]),
         region_weight_fraction=finite_or_none(homog.region_weight_fraction),
         drag_saddle_kg_per_s=finite_or_none(res["gamma_par_saddle"]),
         drag_floor_kg_per_s=finite_or_none(res["floor"]),

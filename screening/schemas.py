@@ -148,6 +148,22 @@ class CandidateResult(BaseModel):
     log10_sigma_all_ions_S_per_cm: float | None = Field(
         None, description="Ablation: the headline with every mobile ion a carrier."
     )
+    barrier_compensation: str | None = Field(
+        None, description="parameters.barrier_compensation: none or meyer_neldel."
+    )
+    meyer_neldel_energy_eV: float | None = Field(
+        None,
+        description="E_MN = hbar omega of the mobile ion in the channel's lowest site "
+        "(omega = sqrt(k/M), k the mean curvature of U there): the Meyer-Neldel energy.",
+    )
+    log10_sigma_meyer_neldel_S_per_cm: float | None = Field(
+        None,
+        description="The path headline with Meyer-Neldel compensation: every Boltzmann "
+        "factor exp(-E/kT) times exp(E/E_MN).",
+    )
+    log10_sigma_uncompensated_S_per_cm: float | None = Field(
+        None, description="The path headline without Meyer-Neldel compensation."
+    )
     region_weight_fraction: float | None = None
 
     # drag and dynamics

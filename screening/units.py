@@ -19,6 +19,8 @@ from scipy import constants as _c
 
 #: Boltzmann constant in eV/K.
 KB_EV_PER_K: float = _c.k / _c.e
+#: Reduced Planck constant in eV s.
+HBAR_EV_S: float = _c.hbar / _c.e
 #: Boltzmann constant in J/K.
 KB_J_PER_K: float = _c.k
 #: Elementary charge in C.

@@ -628,6 +628,20 @@ ABLATIONS: tuple[Predictor, ...] = PREDICTORS[1:]
 #: records of a science revision that computes them).
 OPTIONAL_PREDICTORS: tuple[Predictor, ...] = (
     Predictor(
+        "meyer_neldel",
+        "log10_sigma_meyer_neldel",
+        "log10_sigma",
+        "(i) the path headline with Meyer-Neldel compensation (E_MN from the site phonon)",
+        missing_is_infinite=False,
+    ),
+    Predictor(
+        "uncompensated",
+        "log10_sigma_uncompensated",
+        "log10_sigma",
+        "(i') the path headline without Meyer-Neldel compensation",
+        missing_is_infinite=False,
+    ),
+    Predictor(
         "all_ions",
         "log10_sigma_all_ions",
         "log10_sigma",
@@ -885,6 +899,9 @@ _RESULT_FIELDS: dict[str, str] = {
     "log10_sigma_path_constant_drag": "log10_sigma_path_constant_drag_S_per_cm",
     "log10_sigma_global_lambda": "log10_sigma_global_lambda_S_per_cm",
     "log10_sigma_all_ions": "log10_sigma_all_ions_S_per_cm",
+    "log10_sigma_meyer_neldel": "log10_sigma_meyer_neldel_S_per_cm",
+    "log10_sigma_uncompensated": "log10_sigma_uncompensated_S_per_cm",
+    "meyer_neldel_energy_eV": "meyer_neldel_energy_eV",
     "carrier_mechanism": "carrier_mechanism",
     "carrier_fraction": "carrier_fraction",
     "sublattice_vacancy_fraction": "sublattice_vacancy_fraction",

@@ -96,6 +96,7 @@ class ScreenMaker(Maker):
     )
     carrier_statistics: Literal["lattice_gas", "all_ions"] = "lattice_gas"
     extrinsic_defect_fraction: float = 1e-4
+    barrier_compensation: Literal["none", "meyer_neldel"] = "none"
     path_relax_iterations: int = 30
     arrhenius_temperatures_K: tuple[float, ...] = (300.0, 400.0, 500.0, 600.0)
     refine_above_1d_eV: float = 1.0

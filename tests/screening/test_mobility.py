@@ -223,3 +223,42 @@ def test_occupied_site_level_is_the_weighted_soft_maximum():
         pytest.approx(0.1)
     )
     assert occupied_site_level_eV(np.array([2.0]), np.array([1.0]), 300.0, 0.6) is None
+
+
+def test_site_phonon_energy_of_lithium_in_a_3_eV_per_A2_site():
+    from screening.mobility import site_phonon_energy_eV
+
+    # by hand: omega = sqrt(3 * 16.0218 N/m / (6.941 * 1.66054e-27 kg)) = 6.44e13 rad/s,
+    # hbar omega = 6.582e-16 eV s * omega = 0.0424 eV
+    hessian = np.diag([2.0, 3.0, 4.0])  # mean 3 eV/A^2
+    value = site_phonon_energy_eV(hessian, 6.941)
+    assert value == pytest.approx(6.582e-16 * np.sqrt(3 * 16.0218 / (6.941 * 1.66054e-27)), 1e-3)
+    # rotating the site does not change it; a saddle direction is left out
+    rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
+    assert site_phonon_energy_eV(rotation @ hessian @ rotation.T, 6.941) == pytest.approx(value)
+    assert site_phonon_energy_eV(np.diag([-1.0, 2.0, 4.0]), 6.941) == pytest.approx(value)
+    assert site_phonon_energy_eV(-np.eye(3), 6.941) == 0.0
+
+
+def test_meyer_neldel_compensates_the_prefactor_and_keeps_the_activation_energy():
+    from screening.mobility import ISOKINETIC_TEMPERATURE_K, meyer_neldel_temperature_K
+    from screening.units import thermal_energy_eV
+
+    e_mn, barrier = 0.045, 0.7
+    for t in (250.0, 300.0, 400.0):
+        t_star = meyer_neldel_temperature_K(t, e_mn)
+        # exp(-E/kT*) = exp(-E/kT) exp(E/E_MN)
+        assert np.exp(-barrier / thermal_energy_eV(t_star)) == pytest.approx(
+            np.exp(-barrier / thermal_energy_eV(t) + barrier / e_mn), rel=1e-9
+        )
+    # the Arrhenius slope of exp(-E/kT*) against 1/kT is still E
+    t1, t2 = 300.0, 350.0
+    slope = (
+        -barrier / thermal_energy_eV(meyer_neldel_temperature_K(t1, e_mn))
+        + barrier / thermal_energy_eV(meyer_neldel_temperature_K(t2, e_mn))
+    ) / (1 / thermal_energy_eV(t2) - 1 / thermal_energy_eV(t1))
+    assert slope == pytest.approx(barrier, rel=1e-9)
+    # at and above the isokinetic temperature E_MN / k_B every barrier is compensated
+    t_mn = e_mn / thermal_energy_eV(1.0)
+    assert meyer_neldel_temperature_K(1.01 * t_mn, e_mn) == ISOKINETIC_TEMPERATURE_K
+    assert meyer_neldel_temperature_K(300.0, 0.0) == 300.0  # no phonon scale: no compensation

@@ -587,8 +587,8 @@ def test_synthetic_end_to_end(synthetic_report: tuple[Any, Path, Path]) -> None:
     assert doc["inputs"]["cifs_not_in_table"] == 1  # extra
     assert [s["id"] for s in doc["inputs"]["table_rows_skipped"]] == ["LiBr"]
     assert doc["roc_auc_1e-4"] is not None  # Li2O is the one positive
-    # real scoring also records the carrier-statistics ablation (an optional predictor)
-    assert set(doc["ablations"]) == ABLATION_NAMES | {"all_ions"}
+    # real scoring also records the carrier and barrier-scale ablations (optional predictors)
+    assert set(doc["ablations"]) == ABLATION_NAMES | {"all_ions", "meyer_neldel", "uncompensated"}
     assert set(doc["halves"]) <= {"A", "B"}
     assert doc["parameters"]["grid_spacing_A"] == 0.3
     assert doc["seconds_per_structure_median"] > 0
