@@ -1,4 +1,4 @@
-"""Random site-and-hop networks in periodic supercells (theory.md section 7).
+"""Random site-and-hop networks in periodic supercells (docs/theory.md section 7).
 
 On sites that the mobile ion shares with framework ions (Li/La on the A site of the
 Li-La-Ti-O perovskites) a passing ion meets one particular arrangement, not the mean field.
@@ -24,23 +24,38 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix, diags
 from scipy.sparse.csgraph import breadth_first_order, connected_components
-from scipy.sparse.linalg import cg, splu
+from scipy.sparse.linalg import LinearOperator, cg, splu
 
 from screening.conductivity import POLYCRYSTAL_AVERAGES
 from screening.units import thermal_energy_eV
 
-#: ``auto`` solves by conjugate gradients when the conducting bonds' conductances span at
-#: most this ratio (CG then converges in a few hundred iterations), by sparse LU otherwise.
-CG_MAX_CONTRAST: float = 1e6
+#: Conjugate gradients are preconditioned by the diagonal alone when the conducting bonds'
+#: conductances span at most this ratio, by the factor of the strong bonds beyond.
+CG_MAX_CONTRAST: float = 1e7
 
-#: Sparse LU up to this many unknowns (its fill-in grows fast in 3D: 0.4 s for 8000 sites of
-#: a simple-cubic network, 6 s for 27000); conjugate gradients above.
+#: Bonds up to this many e-folds below the critical conductance enter the preconditioner.
+STRONG_BOND_WINDOW: float = 6.0
+
+#: Bonds this many e-folds (1e-20) below the critical conductance at which the network wraps
+#: in all its dimensions are dropped before the solve: they change sigma by a relative 1e-20
+#: times a geometric factor of at most the number of bonds times (L a)^2 / a^2, and would
+#: otherwise stretch the spread of g beyond what double precision resolves.
+WEAK_BOND_WINDOW: float = 46.0
+
+#: ``auto``: iterations of CG before it falls back to sparse LU.
+AUTO_CG_ITERATIONS: int = 3_000
+
+#: Largest system that ``auto`` hands to sparse LU (fill-in grows fast in 3D: 0.4 s for 8000
+#: sites of a simple-cubic network, 6 s for 27000).
 DIRECT_SOLVER_MAX_NODES: int = 30_000
 
 #: Relative residual at which conjugate gradients stop (Jacobi-scaled system).
 CG_RELATIVE_TOLERANCE: float = 1e-12
+
+#: Net current into the sites, relative to the total bond current, above which a solve fails.
+KIRCHHOFF_TOLERANCE: float = 1e-6
 
 #: Conjugate-gradient iteration budget.
 CG_MAX_ITERATIONS: int = 20_000
@@ -314,14 +329,63 @@ def network_topology(
     )
 
 
-def _conjugate_gradients(matrix, rhs: np.ndarray, max_iterations: int) -> np.ndarray | None:
+def _laplacian(n: int, li: np.ndarray, lj: np.ndarray, weight: np.ndarray) -> csr_matrix:
+    """Weighted graph Laplacian sum_b w_b (e_i - e_j)(e_i - e_j)^T, shape (n, n)."""
+    return coo_matrix(
+        (
+            np.concatenate([weight, weight, -weight, -weight]),
+            (np.concatenate([li, lj, li, lj]), np.concatenate([li, lj, lj, li])),
+        ),
+        shape=(n, n),
+    ).tocsr()
+
+
+def _strong_bond_preconditioner(
+    n: int, li: np.ndarray, lj: np.ndarray, d: np.ndarray, weight: np.ndarray, cell: np.ndarray
+) -> csr_matrix:
+    """Laplacian of the strong bonds plus the diagonal of the weak ones.
+
+    Strong bonds are those within ``STRONG_BOND_WINDOW`` (in ln g) below the critical
+    conductance g_c of the critical-path analysis (the largest g at which the bonds with
+    g_b >= g_c wrap around the cell). Clusters of fast bonds hanging on slow ones are the
+    modes that stall Jacobi-preconditioned CG when g spans many decades; the exact factor
+    of this matrix treats them exactly, and the strong bonds are a sparse, fractal subset
+    whose factor fills in little.
+    """
+    log_resistance = -np.log(weight)
+    critical = critical_path_barrier_eV(n, li, lj, d, log_resistance, cell)
+    strong = log_resistance <= critical + STRONG_BOND_WINDOW
+    weak = ~strong
+    diagonal = np.bincount(li[weak], weights=weight[weak], minlength=n) + np.bincount(
+        lj[weak], weights=weight[weak], minlength=n
+    )
+    return (_laplacian(n, li[strong], lj[strong], weight[strong]) + diags(diagonal)).tocsr()
+
+
+def _factor(matrix):
+    """Sparse LU of a symmetric matrix: symmetric mode, minimum degree on A + A^T."""
+    return splu(
+        matrix.tocsc(),
+        permc_spec="MMD_AT_PLUS_A",
+        diag_pivot_thresh=0.0,
+        options={"SymmetricMode": True},
+    )
+
+
+def _conjugate_gradients(
+    matrix, rhs: np.ndarray, max_iterations: int, preconditioner=None
+) -> np.ndarray | None:
     """CG column by column to ``CG_RELATIVE_TOLERANCE``; None when one does not converge."""
     solution = np.zeros_like(rhs)
     for k in range(rhs.shape[1]):
         if not np.any(rhs[:, k]):
             continue
         solution[:, k], info = cg(
-            matrix, rhs[:, k], rtol=CG_RELATIVE_TOLERANCE, maxiter=max_iterations
+            matrix,
+            rhs[:, k],
+            rtol=CG_RELATIVE_TOLERANCE,
+            maxiter=max_iterations,
+            M=preconditioner,
         )
         if info != 0:
             return None
@@ -329,50 +393,89 @@ def _conjugate_gradients(matrix, rhs: np.ndarray, max_iterations: int) -> np.nda
 
 
 def _solve_grounded(
-    laplacian,
+    laplacian: csr_matrix,
     rhs: np.ndarray,
     pinned: np.ndarray,
-    contrast: float,
+    preconditioner: csr_matrix | None,
     solver: Literal["auto", "direct", "cg"],
 ) -> np.ndarray:
     """Solve L chi = rhs with chi = 0 at one pinned node per component.
 
-    The system is Jacobi-scaled first. Direct: sparse LU (symmetric mode, minimum-degree
-    ordering of A + A^T) with one step of iterative refinement. CG: relative residual
-    ``CG_RELATIVE_TOLERANCE``. ``auto``: CG when the conductances span at most
-    ``CG_MAX_CONTRAST`` (sparse LU if it does not converge), sparse LU for a wider span up
-    to ``DIRECT_SOLVER_MAX_NODES`` unknowns, CG beyond.
+    The system is Jacobi-scaled first. ``direct``: sparse LU with one step of iterative
+    refinement. ``cg``: conjugate gradients to a relative residual of
+    ``CG_RELATIVE_TOLERANCE``, preconditioned by the exact factor of ``preconditioner``
+    (grounded and scaled alike) when given. ``auto``: CG with at most
+    ``AUTO_CG_ITERATIONS`` iterations, then sparse LU if that fails and the system has at
+    most ``DIRECT_SOLVER_MAX_NODES`` unknowns (beyond, CG with ``CG_MAX_ITERATIONS``).
     """
     n = laplacian.shape[0]
     free = np.flatnonzero(~pinned)
     chi = np.zeros((n, rhs.shape[1]))
     if len(free) == 0:
         return chi
-    reduced = laplacian[free][:, free]
-    scale = 1.0 / np.sqrt(reduced.diagonal())
-    scaled = reduced.multiply(scale[:, None]).multiply(scale[None, :]).tocsc()
+    scale = 1.0 / np.sqrt(laplacian.diagonal()[free])
+
+    def grounded(matrix: csr_matrix) -> csr_matrix:
+        return matrix[free][:, free].multiply(scale[:, None]).multiply(scale[None, :]).tocsr()
+
+    scaled = grounded(laplacian)
     scaled_rhs = rhs[free] * scale[:, None]
     small = len(free) <= DIRECT_SOLVER_MAX_NODES
     solution = None
-    if solver == "cg" or (solver == "auto" and (contrast <= CG_MAX_CONTRAST or not small)):
-        budget = CG_MAX_ITERATIONS if solver == "cg" or not small else 2_000
-        solution = _conjugate_gradients(scaled, scaled_rhs, budget)
+    if solver != "direct":
+        budget = CG_MAX_ITERATIONS if solver == "cg" or not small else AUTO_CG_ITERATIONS
+        try:
+            operator = None
+            if preconditioner is not None:
+                factor = _factor(grounded(preconditioner))
+                operator = LinearOperator(scaled.shape, factor.solve)
+            solution = _conjugate_gradients(scaled, scaled_rhs, budget, operator)
+        except RuntimeError:  # exactly singular factor: g beyond double precision's range
+            solution = None
         if solution is None and (solver == "cg" or not small):
             raise ArithmeticError(
-                f"conjugate gradients did not converge ({len(free)} nodes, conductances "
-                f"spanning {contrast:.3g}); a smaller supercell can be solved directly"
+                f"conjugate gradients did not converge ({len(free)} nodes); a supercell of "
+                f"at most {DIRECT_SOLVER_MAX_NODES} sites is solved by sparse LU"
             )
     if solution is None:
-        factor = splu(
-            scaled,
-            permc_spec="MMD_AT_PLUS_A",
-            diag_pivot_thresh=0.0,
-            options={"SymmetricMode": True},
-        )
+        factor = _factor(scaled)
         solution = factor.solve(scaled_rhs)
         solution += factor.solve(scaled_rhs - scaled @ solution)
     chi[free] = solution * scale[:, None]
     return chi
+
+
+def _check_solution(
+    n: int, li: np.ndarray, lj: np.ndarray, weight: np.ndarray, d: np.ndarray, drop: np.ndarray
+) -> None:
+    """Raise ArithmeticError when the potentials violate Kirchhoff's law or the Voigt bound.
+
+    The energy form is variational: any error in chi raises it, so a failed solve shows as
+    a conductivity above the parallel (Voigt) bound (1/V) sum_b g_b d_b d_b^T, or as a net
+    current into the sites above ``KIRCHHOFF_TOLERANCE`` times sum_b g_b (|d_b + dchi_b| + |d_b|)
+    (the total current, and the current without the corrector).
+    Both happen only when the conductances span more decades than double precision holds.
+    """
+    current = weight[:, None] * drop
+    net = np.stack(
+        [
+            np.bincount(li, weights=current[:, k], minlength=n)
+            - np.bincount(lj, weights=current[:, k], minlength=n)
+            for k in range(3)
+        ],
+        axis=1,
+    )
+    total = np.einsum("b,bk->k", weight, np.abs(drop) + np.abs(d))  # currents and drive
+    energy = np.einsum("b,bk->k", weight, drop * drop)
+    voigt = np.einsum("b,bk->k", weight, d * d)
+    if np.any(np.abs(net).sum(axis=0) > KIRCHHOFF_TOLERANCE * total) or np.any(
+        energy > voigt * (1.0 + 1e-9)
+    ):
+        span = float(np.log10(weight.max() / weight.min()))
+        raise ArithmeticError(
+            f"the network solve failed (conductances spanning {span:.0f} decades); narrow the "
+            f"spread of g (e.g. a higher temperature or capped barriers)"
+        )
 
 
 def _conductivity(
@@ -383,8 +486,13 @@ def _conductivity(
     g: np.ndarray,
     cell: np.ndarray,
     solver: Literal["auto", "direct", "cg"],
+    prune: bool = True,
 ) -> tuple[np.ndarray, int]:
-    """sigma_eff ([g]/A) and the percolation dimensionality of the bonds with g > 0."""
+    """sigma_eff ([g]/A) and the percolation dimensionality of the bonds with g > 0.
+
+    With ``prune``, bonds more than ``WEAK_BOND_WINDOW`` e-folds below the critical
+    conductance at which the network wraps in all its dimensions are dropped first.
+    """
     present = g > 0
     i, j, d, g = i[present], j[present], d[present], g[present]
     topology = network_topology(n_sites, i, j, d, cell)
@@ -395,19 +503,24 @@ def _conductivity(
     active_site = topology.dimensionality[topology.component] >= 1
     on = active_site[i]
     i, j, d, g = i[on], j[on], d[on], g[on]
+    log_resistance = np.log(g.max() / g)
+    if prune and log_resistance.max() > WEAK_BOND_WINDOW:
+        critical = critical_path_barrier_eV(
+            n_sites, i, j, d, log_resistance, cell, dimension=topology.max_dimensionality
+        )
+        weak = log_resistance > critical + WEAK_BOND_WINDOW
+        if np.any(weak):
+            sigma, _ = _conductivity(
+                n_sites, i[~weak], j[~weak], d[~weak], g[~weak], cell, solver, prune=False
+            )
+            return sigma, topology.max_dimensionality
     local = np.full(n_sites, -1, dtype=np.int64)
     active = np.flatnonzero(active_site)
     local[active] = np.arange(len(active))
     li, lj = local[i], local[j]
     n = len(active)
     weight = g / g.max()
-    laplacian = coo_matrix(
-        (
-            np.concatenate([weight, weight, -weight, -weight]),
-            (np.concatenate([li, lj, li, lj]), np.concatenate([li, lj, lj, li])),
-        ),
-        shape=(n, n),
-    ).tocsr()
+    laplacian = _laplacian(n, li, lj, weight)
     rhs = np.stack(
         [
             np.bincount(li, weights=weight * d[:, k], minlength=n)
@@ -418,8 +531,12 @@ def _conductivity(
     )
     pinned = np.zeros(n, dtype=bool)
     pinned[np.unique(topology.component[active], return_index=True)[1]] = True
-    chi = _solve_grounded(laplacian, rhs, pinned, float(g.max() / g.min()), solver)
+    preconditioner = None
+    if solver != "direct" and weight.min() < 1.0 / CG_MAX_CONTRAST:
+        preconditioner = _strong_bond_preconditioner(n, li, lj, d, weight, cell)
+    chi = _solve_grounded(laplacian, rhs, pinned, preconditioner, solver)
     drop = d + chi[lj] - chi[li]  # (bonds, 3): voltage drop per unit field along each axis
+    _check_solution(n, li, lj, weight, d, drop)
     sigma = np.einsum("b,bk,bl->kl", g, drop, drop) / abs(np.linalg.det(cell))
     # current flows only along the windings: project out the round-off elsewhere
     span = topology.winding_cells.astype(float) @ cell
@@ -473,12 +590,16 @@ def effective_conductivity(
     cell_matrix_A
         Lattice vectors of the periodic cell as rows, A; V = |det|.
     solver
-        ``direct``: sparse LU of the Jacobi-scaled system with one refinement step (robust
-        for any spread of g; 0.4 s for 8000 sites, 6 s for 27000). ``cg``: conjugate
-        gradients to a relative residual of 1e-12 (fast, 0.4 s for 27000 sites, but slow
-        to converge when g spans many decades). ``auto``: CG when the conducting bonds' g
-        span at most ``CG_MAX_CONTRAST`` (1e6), sparse LU otherwise up to
-        ``DIRECT_SOLVER_MAX_NODES`` unknowns, CG beyond.
+        ``cg``: conjugate gradients on the Jacobi-scaled system to a relative residual of
+        1e-12; when g spans more than ``CG_MAX_CONTRAST`` (1e7) they are preconditioned by
+        the exact sparse factor of the strong bonds (within ``STRONG_BOND_WINDOW`` e-folds
+        below the critical-path conductance) plus the diagonal of the others. ``direct``:
+        sparse LU with one refinement step (its fill-in grows fast: 0.4 s for 8000 sites,
+        6 s for 27000). ``auto`` (default): CG, then sparse LU if CG has not converged in
+        ``AUTO_CG_ITERATIONS`` and the system is at most ``DIRECT_SOLVER_MAX_NODES``.
+        Both agree to 1e-14 for g spanning up to 25 decades (tested); beyond double
+        precision's reach (about 30 decades) a failed solve raises ArithmeticError (see
+        :func:`_check_solution`), never a wrong tensor.
 
     Returns
     -------

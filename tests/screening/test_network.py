@@ -352,3 +352,23 @@ def test_invalid_input_is_rejected():
         )
     with pytest.raises(ValueError, match="blocking"):
         random_network_conductivity(network, np.zeros(3), np.array([1.5]), 300.0)
+
+
+def test_extreme_spreads_are_exact_or_agree_between_solvers():
+    kt = thermal_energy_eV(300.0)
+    network = simple_cubic_bonds(6, a_A=2.0)
+    # 37 decades between directions: still the exact diagonal g_k / a
+    g = np.exp(-np.array([0.3, 0.3, 2.5])[network.primitive_bond] / kt)
+    sigma = sigma_of(network, g)
+    np.testing.assert_allclose(np.diag(sigma), np.exp(-np.array([0.3, 0.3, 2.5]) / kt) / 2.0)
+    # barriers uniform in [0, 2] eV (33 decades): the weakest bonds are pruned, and the
+    # preconditioned CG, sparse LU and the auto choice agree
+    network = simple_cubic_bonds(10)
+    g = np.exp(-np.random.default_rng(5).random(network.n_bonds) * 2.0 / kt)
+    reference = sigma_of(network, g, solver="direct")
+    scale = np.trace(reference)
+    np.testing.assert_allclose(sigma_of(network, g), reference, rtol=1e-8, atol=1e-8 * scale)
+    np.testing.assert_allclose(
+        sigma_of(network, g, solver="cg"), reference, rtol=1e-8, atol=1e-8 * scale
+    )
+    assert np.linalg.eigvalsh(reference).min() > 0
