@@ -505,8 +505,15 @@ def _conductivity(
     i, j, d, g = i[on], j[on], d[on], g[on]
     log_resistance = np.log(g.max() / g)
     if prune and log_resistance.max() > WEAK_BOND_WINDOW:
-        critical = critical_path_barrier_eV(
-            n_sites, i, j, d, log_resistance, cell, dimension=topology.max_dimensionality
+        critical = critical_path_barrier_eV(  # an upper bound, within 1 e-fold
+            n_sites,
+            i,
+            j,
+            d,
+            log_resistance,
+            cell,
+            dimension=topology.max_dimensionality,
+            tolerance_eV=1.0,
         )
         weak = log_resistance > critical + WEAK_BOND_WINDOW
         if np.any(weak):
@@ -806,6 +813,7 @@ def critical_path_barrier_eV(
     barriers_eV: np.ndarray,
     cell_matrix_A: np.ndarray,
     dimension: int = 1,
+    tolerance_eV: float = 0.0,
 ) -> float:
     """Critical barrier E_c of Ambegaokar, Halperin and Langer's critical path analysis.
 
@@ -824,6 +832,10 @@ def critical_path_barrier_eV(
     dimension
         1: spanning in some direction (the usual finite-size estimator of the threshold);
         3: the network conducts along all three directions.
+    tolerance_eV
+        0 (default): E_c exactly. Otherwise the bisection halves the energy bracket and
+        stops when it is narrower than this; the result is then its upper end, a barrier
+        at which the bonds do percolate, at most ``tolerance_eV`` above E_c.
 
     Returns
     -------
@@ -847,7 +859,13 @@ def critical_path_barrier_eV(
         return float("inf")
     low, high = -1, len(levels) - 1  # levels[low] does not percolate, levels[high] does
     while high - low > 1:
-        middle = (low + high) // 2
+        if low >= 0 and tolerance_eV > 0:
+            if levels[high] - levels[low] <= tolerance_eV:
+                break
+            halfway = 0.5 * (levels[low] + levels[high])
+            middle = int(np.clip(np.searchsorted(levels, halfway), low + 1, high - 1))
+        else:
+            middle = (low + high) // 2
         if percolates(middle):
             high = middle
         else:
