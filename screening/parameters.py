@@ -135,6 +135,14 @@ class ScreeningParameters(BaseModel):
         "A physical default, not fitted: 100 ppm, the impurity level of reagent-grade "
         "(99.99 %) ceramics; it sets the floor of a stoichiometric crystal's carriers.",
     )
+    shared_sites: Literal["mean_field", "random_network"] = Field(
+        "mean_field",
+        description="Sites the mobile ion shares with framework cations (Li/La in "
+        "perovskites): mean_field puts the framework ion's occupancy on every such site; "
+        "random_network gives U site exclusion there and multiplies the transport by the "
+        "conductance share left by random arrangements (free sites, energy shifts from the "
+        "ions present) in a >= 1e4-site supercell (screening.disorder).",
+    )
     barrier_compensation: Literal["none", "meyer_neldel"] = Field(
         "none",
         description="meyer_neldel: every Boltzmann factor exp(-E/kT) of the path estimate "

@@ -54,6 +54,13 @@ from screening.conductivity import (
     arrhenius_fit,
     nernst_einstein_S_per_m,
 )
+from screening.disorder import (
+    SHARED_SITE_EXCLUSION_RADIUS_A,
+    ArrangementFactor,
+    arrangement_factor,
+    has_shared_cation_sites,
+    shared_site_network,
+)
 from screening.drag import drag_floor_kg_per_s, drag_tensor, regularised_drag
 from screening.elastic import (
     ElasticModel,
@@ -144,6 +151,8 @@ class Analysis:
     notes: list[str] = dataclasses.field(default_factory=list)
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     results: dict[str, Any] = dataclasses.field(default_factory=dict)
+    shared_sites: str = "mean_field"
+    arrangement: ArrangementFactor | None = None
 
 
 def _elastic_for(
@@ -333,6 +342,10 @@ def analyse_candidate(
             structure, mobile_ion or parameters.ion, candidate_id=candidate_id
         )
     lap("framework")
+    exclusion_radius, shared_sites, arrangement, shared_notes = _shared_site_treatment(
+        framework, parameters
+    )
+    lap("arrangement")
     # The force field first: a missing parameter is the cause to report, even though the
     # elastic estimate (which needs bond parameters too) would also fail.
     make_pair_field = functools.partial(
@@ -340,7 +353,7 @@ def analyse_candidate(
         framework,
         cutoff_A=parameters.cutoff_A,
         switch_width_A=parameters.switch_width_A,
-        site_exclusion_radius_A=parameters.site_exclusion_radius_A,
+        site_exclusion_radius_A=exclusion_radius,
         estimate_missing_parameters=parameters.estimate_missing_parameters,
         candidate_id=candidate_id,
     )
@@ -370,6 +383,7 @@ def analyse_candidate(
     lap("elastic")
 
     fine, coarse, notes = _grids(framework, parameters, candidate_id)
+    notes.extend(shared_notes)
     if pair_field.estimated_pairs:
         notes.append(
             "softBV parameters estimated (not in the table) for "
@@ -444,10 +458,48 @@ def analyse_candidate(
         dimensionality=_dimensionality(percolation, parameters),
         notes=notes,
         seconds=seconds,
+        shared_sites=shared_sites,
+        arrangement=arrangement,
     )
     _transport(analysis, parameters)
     lap("transport")
     return analysis
+
+
+def _shared_site_treatment(
+    framework: Framework, parameters: ScreeningParameters
+) -> tuple[float, str, ArrangementFactor | None, list[str]]:
+    """Site-exclusion radius, treatment name, arrangement factor and notes of shared sites.
+
+    With ``parameters.shared_sites == "random_network"`` and a framework cation sharing a
+    site with the mobile ion, the landscape gets site exclusion on the shared sites
+    (:data:`screening.disorder.SHARED_SITE_EXCLUSION_RADIUS_A` or the parameter's larger
+    radius) and the transport the arrangement factor of the random network
+    (:func:`screening.disorder.arrangement_factor`). When no drawn network of free sites
+    conducts, the mean field is kept and a note says so.
+    """
+    radius = parameters.site_exclusion_radius_A
+    if parameters.shared_sites == "mean_field" or not has_shared_cation_sites(framework):
+        return radius, "mean_field", None, []
+    network = shared_site_network(framework)
+    factor = arrangement_factor(network, parameters.temperature_K)
+    if not np.isfinite(factor.log10_factor):
+        return (
+            radius,
+            "mean_field",
+            factor,
+            [
+                "shared sites: no random arrangement of the framework ions leaves a "
+                f"conducting network of free sites ({factor.n_network_sites} sites, "
+                f"supercell {factor.supercell}); the mean field is kept"
+            ],
+        )
+    note = (
+        f"shared sites: random network of {factor.n_network_sites} sites, arrangement "
+        f"factor 10^{factor.log10_factor:.2f} (spread {factor.log10_spread:.2f} decades over "
+        f"draws, {factor.conducting_fraction:.0%} conducting)"
+    )
+    return max(radius, SHARED_SITE_EXCLUSION_RADIUS_A), "random_network", factor, [note]
 
 
 def transverse_curvatures(hessians_eV_per_A2: np.ndarray, tangents: np.ndarray) -> np.ndarray:
@@ -525,6 +577,11 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     if parameters.carrier_density == "connected_sites":
         connection = _site_connection(analysis, parameters)
     defects = _defect_model(analysis, parameters)
+    # the share of the open network's conductance that a random arrangement of the
+    # framework ions on shared sites leaves (1 in the mean field)
+    arranged = 1.0
+    if analysis.shared_sites == "random_network" and analysis.arrangement is not None:
+        arranged = 10.0**analysis.arrangement.log10_factor
 
     # the temperature-independent conventions are evaluated once
     fixed_fraction = homog.region_weight_fraction
@@ -534,7 +591,7 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     def carriers_at(t: float) -> float:
         """Carrier density at temperature t, 1/m^3 (connected-site weights depend on t)."""
         fraction = fixed_fraction if connection is None else connection.fraction(t)
-        return framework.carrier_density_per_m3 * fraction * defects.fraction(t)
+        return framework.carrier_density_per_m3 * fraction * defects.fraction(t) * arranged
 
     carriers = carriers_at(temperature)
 
@@ -951,6 +1008,13 @@ def result_document(
         sublattice_vacancy_fraction=finite_or_none(defects.sublattice.vacancy_fraction),
         frenkel_energy_eV=finite_or_none(defects.frenkel.formation_energy_eV),
         log10_sigma_all_ions_S_per_cm=finite_or_none(estimates["all_ions"]),
+        shared_site_treatment=analysis.shared_sites,
+        log10_arrangement_factor=finite_or_none(
+            analysis.arrangement.log10_factor if analysis.arrangement else None
+        ),
+        arrangement_spread_log10=finite_or_none(
+            analysis.arrangement.log10_spread if analysis.arrangement else None
+        ),
         barrier_compensation=parameters.barrier_compensation,
         meyer_neldel_energy_eV=finite_or_none(res["phonon_energy_eV"]),
         log10_sigma_meyer_neldel_S_per_cm=finite_or_none(estimates["meyer_neldel"]),

@@ -148,6 +148,20 @@ class CandidateResult(BaseModel):
     log10_sigma_all_ions_S_per_cm: float | None = Field(
         None, description="Ablation: the headline with every mobile ion a carrier."
     )
+    shared_site_treatment: str | None = Field(
+        None,
+        description="Sites shared with framework cations: mean_field (fractional framework "
+        "ions on every such site) or random_network (site exclusion in U and the "
+        "arrangement factor of random draws in a >= 1e4-site supercell; screening.disorder).",
+    )
+    log10_arrangement_factor: float | None = Field(
+        None,
+        description="log10 of the conductance share (tr/3) that random arrangements of the "
+        "framework ions on shared sites leave of the open network (mean over draws).",
+    )
+    arrangement_spread_log10: float | None = Field(
+        None, description="Standard deviation of log10 sigma over the arrangement draws."
+    )
     barrier_compensation: str | None = Field(
         None, description="parameters.barrier_compensation: none or meyer_neldel."
     )

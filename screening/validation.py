@@ -902,6 +902,8 @@ _RESULT_FIELDS: dict[str, str] = {
     "log10_sigma_meyer_neldel": "log10_sigma_meyer_neldel_S_per_cm",
     "log10_sigma_uncompensated": "log10_sigma_uncompensated_S_per_cm",
     "meyer_neldel_energy_eV": "meyer_neldel_energy_eV",
+    "shared_site_treatment": "shared_site_treatment",
+    "log10_arrangement_factor": "log10_arrangement_factor",
     "carrier_mechanism": "carrier_mechanism",
     "carrier_fraction": "carrier_fraction",
     "sublattice_vacancy_fraction": "sublattice_vacancy_fraction",

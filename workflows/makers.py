@@ -96,6 +96,7 @@ class ScreenMaker(Maker):
     )
     carrier_statistics: Literal["lattice_gas", "all_ions"] = "lattice_gas"
     extrinsic_defect_fraction: float = 1e-4
+    shared_sites: Literal["mean_field", "random_network"] = "mean_field"
     barrier_compensation: Literal["none", "meyer_neldel"] = "none"
     path_relax_iterations: int = 30
     arrhenius_temperatures_K: tuple[float, ...] = (300.0, 400.0, 500.0, 600.0)
