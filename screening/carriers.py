@@ -311,8 +311,10 @@ def frenkel_pair(
     One ion is moved from a mobile-ion position i to an empty minimum m of the landscape U
     (a minimum farther than ``merge_radius_A`` from every mobile-ion position). The energy
     of an ion at x is U(x) plus the screened Coulomb repulsion of the other mobile ions
-    (occupancy-weighted); the moved ion's own cluster of split positions is empty in both
-    states. E_F = [U(m) + V_others(m)] - [U(i) + V_others(i)], minimised over i and over
+    (occupancy-weighted); the moved ion (its cluster of split positions) is taken away
+    from the sum at the interstitial, its periodic images stay (a dilute pair: the result
+    does not depend on the cell the crystal is described in).
+    E_F = [U(m) + V_others(m)] - [U(i) + V_others(i)], minimised over i and over
     the ``max_interstitials`` lowest minima. The framework relaxation is the one already in
     U (the pair field's).
 
@@ -357,24 +359,38 @@ def frenkel_pair(
     starts = starts[np.argsort(-np.asarray(site_energy_eV)[starts])[:max_starts]]
     labels = site_clusters(site_frac, lattice_matrix_A, merge_radius_A)
 
-    def repulsion(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return like_ion_energy_eV(
-            points,
-            site_frac,
-            weights,
-            lattice_matrix_A,
-            prefactor_eV_A,
-            screening_A,
-            exclude_within_A=merge_radius_A,
-        )
-
+    # every ion repels, its own site and split positions excluded (within the merge
+    # radius); the moved ion is then taken away from the interstitial's sum: only that one
+    # ion, not its periodic images, which are other ions of the crystal (a dilute pair)
+    on_site_all = site_energy_eV[starts] + like_ion_energy_eV(
+        site_frac[starts],
+        site_frac,
+        occupancies,
+        lattice_matrix_A,
+        prefactor_eV_A,
+        screening_A,
+        exclude_within_A=merge_radius_A,
+    )
+    at_minima_all = minima_energy[chosen] + like_ion_energy_eV(
+        minima_frac[chosen],
+        site_frac,
+        occupancies,
+        lattice_matrix_A,
+        prefactor_eV_A,
+        screening_A,
+        exclude_within_A=merge_radius_A,
+    )
+    to_sites_chosen = to_sites[chosen]  # (m, n) nearest-image distances, A
     best = none
-    for i in starts:
-        weights = np.where(labels == labels[i], 0.0, occupancies)
-        on_site = float(site_energy_eV[i] + repulsion(site_frac[i], weights)[0])
-        moved = minima_energy[chosen] + repulsion(minima_frac[chosen], weights)
+    for start, on_site in zip(starts, on_site_all, strict=True):
+        own = labels == labels[start]
+        moved_away = (
+            screened_coulomb_eV(to_sites_chosen[:, own], prefactor_eV_A, screening_A)
+            @ occupancies[own]
+        )
+        moved = at_minima_all - moved_away
         j = int(np.argmin(moved))
         energy = float(moved[j] - on_site)
         if energy < best.formation_energy_eV:
-            best = FrenkelPair(energy, int(i), minima_frac[chosen[j]].copy())
+            best = FrenkelPair(energy, int(start), minima_frac[chosen[j]].copy())
     return best

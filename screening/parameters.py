@@ -135,6 +135,12 @@ class ScreeningParameters(BaseModel):
         "A physical default, not fitted: 100 ppm, the impurity level of reagent-grade "
         "(99.99 %) ceramics; it sets the floor of a stoichiometric crystal's carriers.",
     )
+    reduce_to_primitive: bool = Field(
+        True,
+        description="Analyse the Niggli-reduced primitive cell of each structure "
+        "(screening.structures.reduced_primitive_cell), so that a supercell, setting or "
+        "origin of the same crystal gives the same result; False: the cell as given.",
+    )
     shared_sites: Literal["mean_field", "random_network"] = Field(
         "mean_field",
         description="Sites the mobile ion shares with framework cations (Li/La in "

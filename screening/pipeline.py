@@ -39,6 +39,7 @@ from pymatgen.core import Element
 from threadpoolctl import threadpool_limits
 
 from screening.carriers import (
+    SITE_MERGE_RADIUS_A,
     FrenkelPair,
     SublatticeOccupancy,
     carrier_fraction,
@@ -46,6 +47,7 @@ from screening.carriers import (
     frenkel_pair,
     grid_local_minima,
     intrinsic_defect_fraction,
+    periodic_distances_A,
     sublattice_occupancy,
 )
 from screening.conductivity import (
@@ -107,7 +109,12 @@ from screening.schemas import (
 )
 from screening.settings import get_settings
 from screening.sources.base import Candidate, ElasticInput
-from screening.structures import Framework, ionic_radii_A, prepare_framework
+from screening.structures import (
+    Framework,
+    ionic_radii_A,
+    prepare_framework,
+    reduced_primitive_cell,
+)
 from screening.units import S_PER_M_TO_S_PER_CM, thermal_energy_eV
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -338,6 +345,8 @@ def analyse_candidate(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if parameters.reduce_to_primitive:
+            structure = reduced_primitive_cell(structure)
         framework = prepare_framework(
             structure, mobile_ion or parameters.ion, candidate_id=candidate_id
         )
@@ -685,6 +694,12 @@ def _transport(analysis: Analysis, parameters: ScreeningParameters) -> None:
     compensated = meyer_neldel_temperature_K(temperature, phonon_energy)
     estimates["meyer_neldel"] = path_estimate(compensated, entropic, gamma_path) + log_inertia
     estimates["uncompensated"] = path_estimate(temperature, entropic, gamma_path) + log_inertia
+    # the headline's channel under every polycrystal average (an ablation of that choice)
+    channel_now = channel_log10(boltzmann_t(temperature), entropic, gamma_path) + log_inertia
+    for name, combine in POLYCRYSTAL_AVERAGES.items():
+        estimates[f"average_{name}"] = channel_now + _log10(
+            combine(opening_ratios(boltzmann_t(temperature)))
+        )
     estimates["overdamped"] = headline - log_inertia
     estimates["constant_drag"] = path_estimate(
         boltzmann_t(temperature), entropic, np.full(len(gamma_path), CONSTANT_FRICTION_KG_PER_S)
@@ -898,6 +913,42 @@ class DefectModel:
         )
 
 
+#: Empty minima of the grid tried as the interstitial of a Frenkel pair.
+FRENKEL_INTERSTITIALS: int = 8
+
+
+def _refine_minima(
+    field_: PairField, frac_coords: np.ndarray, lattice_matrix_A: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Polish grid minima of U with the analytic gradient (L-BFGS, within 0.5 A).
+
+    Returns the refined fractional positions and U there (eV).
+    """
+    from scipy.optimize import minimize
+
+    positions, energies = [], []
+    for frac in np.atleast_2d(frac_coords):
+        start = frac @ lattice_matrix_A
+
+        def energy_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
+            values = evaluate_points(field_, x[None, :], derivatives=1)
+            assert values.gradient_eV_per_A is not None
+            return float(values.energy_eV[0]), values.gradient_eV_per_A[0]
+
+        bounds = [(c - 0.5, c + 0.5) for c in start]
+        found = minimize(
+            energy_and_gradient,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": 50},
+        )
+        positions.append(found.x @ np.linalg.inv(lattice_matrix_A))
+        energies.append(float(found.fun))
+    return np.array(positions).reshape(-1, 3), np.array(energies)
+
+
 def _defect_model(analysis: Analysis, parameters: ScreeningParameters) -> DefectModel:
     """Lattice-gas occupancy and the Frenkel pair of the candidate's landscape.
 
@@ -917,7 +968,16 @@ def _defect_model(analysis: Analysis, parameters: ScreeningParameters) -> Defect
     site_energy = np.where(framework.mobile_site_framework_occupancies > 0, np.inf, site_energy)
     minima = grid_local_minima(analysis.energy_grid_eV)
     minima_frac = analysis.grid.frac_coords(minima)
-    minima_energy = evaluate_points(analysis.field, minima_frac @ lattice).energy_eV
+    # the empty minima (farther than the merge radius from every mobile-ion position),
+    # the lowest few refined off the grid so that E_F does not depend on the grid's offset
+    empty = np.all(
+        periodic_distances_A(minima_frac, framework.mobile_frac_coords, lattice)
+        >= SITE_MERGE_RADIUS_A,
+        axis=1,
+    )
+    order = np.argsort(analysis.energy_grid_eV.ravel()[minima[empty]])
+    minima_frac = minima_frac[empty][order[:FRENKEL_INTERSTITIALS]]
+    minima_frac, minima_energy = _refine_minima(analysis.field, minima_frac, lattice)
     charge = round(framework.mobile_charge_e)
     prefactor, screening = coulomb_pair_parameters(
         framework.mobile_element, charge, framework.mobile_element, charge
@@ -1018,6 +1078,9 @@ def result_document(
         barrier_compensation=parameters.barrier_compensation,
         meyer_neldel_energy_eV=finite_or_none(res["phonon_energy_eV"]),
         log10_sigma_meyer_neldel_S_per_cm=finite_or_none(estimates["meyer_neldel"]),
+        log10_sigma_by_average_S_per_cm={
+            name: finite_or_none(estimates[f"average_{name}"]) for name in POLYCRYSTAL_AVERAGES
+        },
         log10_sigma_uncompensated_S_per_cm=finite_or_none(estimates["uncompensated"]),
         region_weight_fraction=finite_or_none(homog.region_weight_fraction),
         drag_saddle_kg_per_s=finite_or_none(res["gamma_par_saddle"]),

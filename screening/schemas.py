@@ -175,6 +175,11 @@ class CandidateResult(BaseModel):
         description="The path headline with Meyer-Neldel compensation: every Boltzmann "
         "factor exp(-E/kT) times exp(E/E_MN).",
     )
+    log10_sigma_by_average_S_per_cm: dict[str, float | None] | None = Field(
+        None,
+        description="The headline under each polycrystal average (harmonic, geometric, "
+        "bruggeman, arithmetic) of the principal values, log10 S/cm.",
+    )
     log10_sigma_uncompensated_S_per_cm: float | None = Field(
         None, description="The path headline without Meyer-Neldel compensation."
     )

@@ -628,6 +628,34 @@ ABLATIONS: tuple[Predictor, ...] = PREDICTORS[1:]
 #: records of a science revision that computes them).
 OPTIONAL_PREDICTORS: tuple[Predictor, ...] = (
     Predictor(
+        "average_harmonic",
+        "log10_sigma_average_harmonic",
+        "log10_sigma",
+        "(j) the headline with the harmonic polycrystal average of the principal values",
+        missing_is_infinite=False,
+    ),
+    Predictor(
+        "average_geometric",
+        "log10_sigma_average_geometric",
+        "log10_sigma",
+        "(j) the headline with the geometric polycrystal average of the principal values",
+        missing_is_infinite=False,
+    ),
+    Predictor(
+        "average_bruggeman",
+        "log10_sigma_average_bruggeman",
+        "log10_sigma",
+        "(j) the headline with the bruggeman polycrystal average of the principal values",
+        missing_is_infinite=False,
+    ),
+    Predictor(
+        "average_arithmetic",
+        "log10_sigma_average_arithmetic",
+        "log10_sigma",
+        "(j) the headline with the arithmetic polycrystal average of the principal values",
+        missing_is_infinite=False,
+    ),
+    Predictor(
         "meyer_neldel",
         "log10_sigma_meyer_neldel",
         "log10_sigma",
@@ -909,6 +937,7 @@ _RESULT_FIELDS: dict[str, str] = {
     "sublattice_vacancy_fraction": "sublattice_vacancy_fraction",
     "frenkel_energy_eV": "frenkel_energy_eV",
     "barrier_1d_eV": "barrier_1d_eV",
+    "barrier_2d_eV": "barrier_2d_eV",
     "barrier_3d_eV": "barrier_3d_eV",
     "mobile_ion_density_per_m3": "mobile_ion_density_per_m3",
     "dimensionality": "dimensionality",
@@ -964,6 +993,8 @@ def _score_file(
         "n_warnings": len(result.warnings),
     }
     record.update({name: getattr(result, attr) for name, attr in _RESULT_FIELDS.items()})
+    for name, value in (result.log10_sigma_by_average_S_per_cm or {}).items():
+        record[f"log10_sigma_average_{name}"] = value
     if result.status == "ok" and result.log10_sigma_S_per_cm is None:
         record.update(
             error=f"{ident}: scored, but the predicted conductivity is not a finite positive "

@@ -96,6 +96,7 @@ class ScreenMaker(Maker):
     )
     carrier_statistics: Literal["lattice_gas", "all_ions"] = "lattice_gas"
     extrinsic_defect_fraction: float = 1e-4
+    reduce_to_primitive: bool = True
     shared_sites: Literal["mean_field", "random_network"] = "mean_field"
     barrier_compensation: Literal["none", "meyer_neldel"] = "none"
     path_relax_iterations: int = 30

@@ -240,3 +240,21 @@ def test_grid_local_minima_of_a_cosine_lattice() -> None:
     assert np.unravel_index(minima[0], grid.shape) == (n // 2, n // 2, n // 2)
     grid[0, 0, 0] = np.inf  # unevaluated points are never minima
     assert 0 not in grid_local_minima(grid)
+
+
+def test_frenkel_pair_is_the_same_in_a_supercell() -> None:
+    # a small cell (5 A): the moved ion's periodic images are other ions and stay
+    lattice = np.eye(3) * 5.0
+    sites = np.array([[0.0, 0.0, 0.0]])
+    minimum = np.array([[0.5, 0.5, 0.5]])
+    base = frenkel_pair(sites, np.ones(1), np.zeros(1), minimum, np.array([0.3]), lattice, 7.2, 1.9)
+    shifts = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)])
+    big_sites = (sites[None] + shifts[:, None]).reshape(-1, 3) / 2
+    big_minima = (minimum[None] + shifts[:, None]).reshape(-1, 3) / 2
+    big = frenkel_pair(
+        big_sites, np.ones(8), np.zeros(8), big_minima, np.full(8, 0.3), 2 * lattice, 7.2, 1.9
+    )
+    assert big.formation_energy_eV == pytest.approx(base.formation_energy_eV, abs=1e-12)
+    # the eight images at 4.33 A of the body centre repel it; the one that moved does not
+    phi = _phi(np.sqrt(3) * 2.5, 7.2, 1.9)
+    assert base.formation_energy_eV == pytest.approx(0.3 + 7 * phi - 6 * _phi(5.0, 7.2, 1.9), 1e-3)

@@ -588,7 +588,11 @@ def test_synthetic_end_to_end(synthetic_report: tuple[Any, Path, Path]) -> None:
     assert [s["id"] for s in doc["inputs"]["table_rows_skipped"]] == ["LiBr"]
     assert doc["roc_auc_1e-4"] is not None  # Li2O is the one positive
     # real scoring also records the carrier and barrier-scale ablations (optional predictors)
-    assert set(doc["ablations"]) == ABLATION_NAMES | {"all_ions", "meyer_neldel", "uncompensated"}
+    averages = {f"average_{name}" for name in ("harmonic", "geometric", "bruggeman", "arithmetic")}
+    assert (
+        set(doc["ablations"])
+        == ABLATION_NAMES | {"all_ions", "meyer_neldel", "uncompensated"} | averages
+    )
     assert set(doc["halves"]) <= {"A", "B"}
     assert doc["parameters"]["grid_spacing_A"] == 0.3
     assert doc["seconds_per_structure_median"] > 0
