@@ -1034,13 +1034,25 @@ class ValidationReport:
             group["ids"].append(r["id"])
         return dict(sorted(groups.items(), key=lambda item: (-item[1]["count"], item[0])))
 
+    @property
+    def data_attribution(self) -> str:
+        """Where the measurements come from: the OBELiX attribution only for an OBELiX table.
+
+        A table whose path names OBELiX gets :data:`DATA_ATTRIBUTION`; any other table is
+        named by its file name.
+        """
+        table = str(self.inputs.get("table_csv") or "")
+        if "obelix" in table.lower():
+            return DATA_ATTRIBUTION
+        return f"table {Path(table).name}" if table else "table given by the user"
+
     def to_json_dict(self) -> dict[str, Any]:
         """Return the JSON document (``iondrag validate --json``); NaN and inf become null."""
         head = self.metrics.get("headline", {})
         seconds = [r.get("seconds_total") for r in self.per_structure if r["error"] is None]
         document: dict[str, Any] = {
             "iondrag_version": __version__,
-            "data_attribution": DATA_ATTRIBUTION,
+            "data_attribution": self.data_attribution,
             "n_given": self.n_given,
             "n_scored": self.n_scored,
             "n_failed": self.n_failed,
@@ -1170,7 +1182,7 @@ class ValidationReport:
                 lines.append(
                     f"  {family:<24} {f['n']:>4} {fmt(f['spearman']):>7} {fmt(f['kendall']):>7}"
                 )
-        lines += ["", f"  data: {DATA_ATTRIBUTION}"]
+        lines += ["", f"  data: {self.data_attribution}"]
         return "\n".join(lines)
 
 
@@ -1252,7 +1264,9 @@ def plot_parity(report: ValidationReport, png_out: str | Path) -> Path:
         fontsize=10,
     )
     ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
-    figure.text(0.99, 0.005, f"data: {DATA_ATTRIBUTION}", ha="right", va="bottom", fontsize=6)
+    figure.text(
+        0.99, 0.005, f"data: {report.data_attribution}", ha="right", va="bottom", fontsize=6
+    )
     figure.tight_layout()
     path = Path(png_out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1278,6 +1292,7 @@ def run_validation(
     prepare_candidate: Callable[[Candidate], Candidate] | None = None,
     journal: Path | None = None,
     reuse_journal: bool = True,
+    on_progress: Callable[[int, int, int], None] | None = None,
 ) -> ValidationReport:
     """Score the CIFs of ``cifs_dir`` named in ``table_csv`` and compare with the measurements.
 
@@ -1298,6 +1313,10 @@ def run_validation(
         Score only the first ``limit`` IDs in sorted order (quick runs).
     progress
         Print one line per structure to stderr.
+    on_progress
+        Called as ``on_progress(done, total, reused)`` once before scoring and after each
+        structure (``done`` counts the records reused from the journal), e.g. to drive the
+        same progress bar as ``iondrag screen``.
     prepare_candidate
         Applied to each loaded candidate before scoring (a module-level function when
         ``workers`` > 1), e.g. ``workflows.ml.candidate_with_chgnet_elastic`` for
@@ -1358,9 +1377,14 @@ def run_validation(
     if progress and reused:
         print(f"reusing {reused} of {len(ids)} records from {journal}", file=sys.stderr)
 
+    if on_progress is not None:
+        on_progress(reused, len(ids), reused)
+
     def report_line(done: int, ident: str, record: dict[str, Any]) -> None:
         if log is not None:
             log.append(keys[ident], ident, record)
+        if on_progress is not None:
+            on_progress(done + reused, len(ids), reused)
         if not progress:
             return
         status = "ok" if record.get("error") is None else record.get("error_cause")

@@ -27,6 +27,7 @@ from screening.units import KB_EV_PER_K
 from screening.validation import (
     ABLATIONS,
     DATA_ATTRIBUTION,
+    ValidationReport,
     auc_mann_whitney,
     censored_best_shift,
     censored_errors,
@@ -561,11 +562,24 @@ def synthetic_report(
     return report, json_out, png_out
 
 
+def synthetic_set_table_name(report: Any) -> str:
+    return Path(report.inputs["table_csv"]).name
+
+
+def test_data_attribution_names_obelix_only_for_obelix(tmp_path: Path) -> None:
+    report = ValidationReport([], {}, FAST, {"table_csv": "/x/obelix-train/train.csv"}, 0.0)
+    assert report.data_attribution == DATA_ATTRIBUTION
+    other = ValidationReport([], {}, FAST, {"table_csv": str(tmp_path / "mine.csv")}, 0.0)
+    assert other.data_attribution == "table mine.csv"
+
+
 def test_synthetic_end_to_end(synthetic_report: tuple[Any, Path, Path]) -> None:
     report, json_out, png_out = synthetic_report
     doc = json_strict(json_out.read_text())
     assert set(doc) >= CONTRACT_KEYS
-    assert doc["data_attribution"] == DATA_ATTRIBUTION
+    # a table that is not OBELiX is not attributed to OBELiX
+    assert doc["data_attribution"] == f"table {synthetic_set_table_name(report)}"
+    assert "OBELiX" not in report.summary_text()
     assert [r["id"] for r in doc["per_structure"]] == sorted(
         ["LiF", "LiCl", "Li2O", "Li2S", "MgO", "garbage"]
     )
