@@ -82,3 +82,31 @@ def test_make_structure_runs_locally(tmp_path: Path, iondrag_home: Path) -> None
     candidate_id, source, formula, status, sigma = rows[0]
     assert (candidate_id, source, formula, status) == ("lif", "structure", "LiF", "ok")
     assert sigma > 0
+
+
+def test_run_locally_does_not_print_jobflows_cd_warning(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from wf_helpers import clean_env
+
+    script = (
+        "from jobflow import run_locally\n"
+        "from pymatgen.core import Lattice, Structure\n"
+        "from workflows import ScreenMaker\n"
+        "s = Structure.from_spacegroup('Fm-3m', Lattice.cubic(4.03), ['Li', 'F'],"
+        " [[0, 0, 0], [0.5, 0.5, 0.5]])\n"
+        "maker = ScreenMaker(grid_spacing_A=0.3, arrhenius_temperatures_K=())\n"
+        "run_locally(maker.make(s), log=False, ensure_success=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cd is deprecated" not in done.stderr
