@@ -50,7 +50,9 @@ RANKING_LEGEND = (
     "E_1D_eV: 1D percolation barrier (DB column barrier_eV); E_path_eV: max - min of U along "
     "the minimum-energy path (path_barrier_eV); the Arrhenius fit is activation_energy_eV.\n"
     "drag_saddle_kg_per_s: friction on the ion along its path at the saddle (t.gamma.t); "
-    "*: the row carries warnings (`iondrag show ID`)."
+    "*: the row carries warnings; !: likely an electronic or mixed conductor (transition "
+    "metal in mixed valence or with an open d shell, or a small band gap: "
+    "likely_electronic_conductor), not an electrolyte (`iondrag show ID`)."
 )
 
 
@@ -103,8 +105,18 @@ def format_ranking(frame: pd.DataFrame, top: int = 20) -> str:
     for column in shown.columns:
         if column not in ("dimensionality",):
             shown[column] = [_format_number(_clean(v)) for v in shown[column]]
-    if "n_warnings" in scored and "candidate_id" in shown:
-        marks = ["*" if (_clean(n) or 0) > 0 else "" for n in scored["n_warnings"]]
+    if "candidate_id" in shown:
+        marks = [""] * len(scored)
+        if "n_warnings" in scored:
+            marks = [
+                m + ("*" if (_clean(n) or 0) > 0 else "")
+                for m, n in zip(marks, scored["n_warnings"], strict=True)
+            ]
+        if "likely_electronic_conductor" in scored:
+            marks = [
+                m + ("!" if _clean(flag) else "")
+                for m, flag in zip(marks, scored["likely_electronic_conductor"], strict=True)
+            ]
         shown["candidate_id"] = [
             f"{name}{mark}" for name, mark in zip(shown["candidate_id"], marks, strict=True)
         ]

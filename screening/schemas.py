@@ -36,6 +36,15 @@ def matrix_list(array: np.ndarray | None) -> list[list[float]] | None:
     return [[float(x) for x in row] for row in np.asarray(array)]
 
 
+def band_gap_of(candidate: Candidate) -> float | None:
+    """Return the band gap the source gave (provenance ``band_gap_eV``), eV, or None."""
+    value = candidate.provenance.get("band_gap_eV")
+    try:
+        return finite_or_none(None if value is None else float(value))
+    except (TypeError, ValueError):
+        return None
+
+
 class PathProfile(BaseModel):
     """U(s) and the drag along the percolating path (one period)."""
 
@@ -71,6 +80,18 @@ class CandidateResult(BaseModel):
     )
     provenance: dict[str, Any] = Field(default_factory=dict)
     experimental_sigma_S_per_cm: float | None = None
+    band_gap_eV: float | None = Field(
+        None, description="Band gap from the source (Materials Project summary), eV."
+    )
+    likely_electronic_conductor: bool | None = Field(
+        None,
+        description="The framework holds a transition metal in mixed valence or with an open "
+        "d shell (not d0/d10), or the source's band gap is below 0.5 eV "
+        "(screening.electronic): likely an electronic or mixed conductor, not an electrolyte.",
+    )
+    electronic_conductor_reason: str | None = Field(
+        None, description="Which rule flagged likely_electronic_conductor."
+    )
 
     # potential and percolation
     barrier_eV: float | None = Field(
@@ -333,6 +354,9 @@ class CandidateResult(BaseModel):
             "log10_sigma_universal_S_per_cm": self.log10_sigma_universal_S_per_cm,
             "universal_error_cause": self.universal_error_cause,
             "experimental_sigma_S_per_cm": self.experimental_sigma_S_per_cm,
+            "band_gap_eV": self.band_gap_eV,
+            "likely_electronic_conductor": self.likely_electronic_conductor,
+            "electronic_conductor_reason": self.electronic_conductor_reason,
             "status": self.status,
             "error": self.error,
             "error_cause": self.error_cause,
@@ -388,4 +412,11 @@ class CandidateGrids(BaseModel):
             return {name: data[name] for name in data.files}
 
 
-__all__ = ["CandidateGrids", "CandidateResult", "PathProfile", "finite_or_none", "matrix_list"]
+__all__ = [
+    "CandidateGrids",
+    "CandidateResult",
+    "PathProfile",
+    "band_gap_of",
+    "finite_or_none",
+    "matrix_list",
+]

@@ -111,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--max-ehull", type=_float, help="largest energy above hull, eV/atom")
     mp.add_argument("--max-sites", type=_positive_int, help="most sites per cell")
     mp.add_argument("--max-candidates", type=_positive_int, help="keep at most N materials")
+    mp.add_argument("--min-band-gap", type=_float, help="smallest band gap, eV (MP's PBE gap)")
+    mp.add_argument("--max-band-gap", type=_float, help="largest band gap, eV (MP's PBE gap)")
+    mp.add_argument("--exclude-elements", help="elements that must be absent, e.g. Mn,Co,Ni")
+    mp.add_argument("--formula", help="formula, anonymous formula or wildcard, e.g. Li3PS4")
+    mp.add_argument("--material-ids", help="Materials Project ids, e.g. mp-1138,mp-1960")
+    mp.add_argument(
+        "--refresh-cache",
+        action="store_true",
+        help="ask the server again instead of the local cache of this query (the cache, "
+        "<IONDRAG_HOME>/mp_cache.sqlite, is then updated; delete the file to empty it)",
+    )
     screen.add_argument(
         "--ids",
         help="with --source embedded: screen only these candidate ids, comma-separated "
@@ -524,11 +535,18 @@ def _screen(args: argparse.Namespace) -> int:
         "energy_above_hull_max_eV": args.max_ehull,
         "num_sites_max": args.max_sites,
         "max_candidates": args.max_candidates,
+        "band_gap_min_eV": args.min_band_gap,
+        "band_gap_max_eV": args.max_band_gap,
+        "exclude_elements": args.exclude_elements,
+        "formula": args.formula,
+        "material_ids": args.material_ids,
     }
     mp_options = {k: v for k, v in mp_options.items() if v is not None}
-    if mp_options and source != "mp":
+    if (mp_options or args.refresh_cache) and source != "mp":
         raise UsageError(
-            "--elements/--chemsys/--max-ehull/--max-sites/--max-candidates need --source mp"
+            "the Materials Project filters (--elements, --chemsys, --max-ehull, --max-sites, "
+            "--max-candidates, --min/max-band-gap, --exclude-elements, --formula, "
+            "--material-ids) and --refresh-cache need --source mp"
         )
     arrhenius = _arrhenius(args.arrhenius)
     extra = {} if arrhenius is None else {"arrhenius_temperatures_K": arrhenius}
@@ -578,6 +596,8 @@ def _screen(args: argparse.Namespace) -> int:
         },
     )
     options: dict[str, Any] | None = mp_options if source == "mp" else None
+    if source == "mp" and args.refresh_cache:
+        options = {**mp_options, "refresh": True}  # not part of the run id
     if ids is not None:
         options = {"ids": ids}
     flow = maker.make(source, args.path, options=options, run_id=args.run_id)
@@ -881,6 +901,13 @@ def _show_text(run_id: str, doc: CandidateResult, parameters: dict[str, Any] | N
             )
             if doc.universal_path and doc.universal_path.get("energy_eV"):
                 lines.append(f"U_chgnet(s) {_spark(doc.universal_path['energy_eV'])}")
+    if doc.band_gap_eV is not None:
+        lines.append(f"band gap    {_fmt(doc.band_gap_eV, 'eV')} (from the source)")
+    if doc.likely_electronic_conductor:
+        lines.append(
+            f"electronic  likely an electronic or mixed conductor, not an electrolyte: "
+            f"{doc.electronic_conductor_reason} (screening.electronic)"
+        )
     if doc.warnings:
         lines.append("warnings    " + "; ".join(doc.warnings))
     return "\n".join(lines)

@@ -150,10 +150,11 @@ def test_warning_rows_are_marked_in_the_table() -> None:
             "sigma_yy_S_per_cm": [1e-3, 1e-4],
             "sigma_zz_S_per_cm": [1e-3, 1e-4],
             "n_warnings": [0, 2],
+            "likely_electronic_conductor": [1, 0],
         }
     )
     lines = format_ranking(frame).splitlines()
-    assert " a " in lines[1] + " " and "b*" in lines[2]
+    assert "a!" in lines[1] and "b*" in lines[2] and "b*!" not in lines[2]
     assert "0.002" in lines[1]  # tensor_max: the largest diagonal component
 
 
