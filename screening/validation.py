@@ -79,6 +79,7 @@ __all__ = [
     "json_safe",
     "kendall",
     "paired_bootstrap_spearman_difference",
+    "parity_limits",
     "parse_conductivity",
     "plot_parity",
     "precision_at_k",
@@ -1186,16 +1187,43 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+def parity_limits(records: list[dict[str, Any]]) -> tuple[float, float]:
+    """Axis range of the parity plot, log10 S/cm: the measured values, 1.5 below, 1 above.
+
+    Predictions do not widen it (they are drawn at the edge when outside it).
+    """
+    measured = [float(r["log10_sigma_exp"]) for r in records]
+    if not measured:
+        return -12.0, 0.0
+    return min(measured) - 1.5, max(measured) + 1.0
+
+
 def plot_parity(report: ValidationReport, png_out: str | Path) -> Path:
     """Parity plot of predicted vs measured log10 sigma (PNG, matplotlib's Agg canvas).
 
     Coloured by family (the 9 largest; others grey), upper bounds as open markers with an
-    arrow towards lower measured values, the 1e-4 S/cm threshold lines and y = x.
+    arrow towards lower measured values, the 1e-4 S/cm threshold lines and y = x. Both axes
+    span the measured range (:func:`parity_limits`); a prediction outside it is drawn as a
+    triangle on the top or bottom edge pointing the way it is off scale, so that one wild
+    prediction does not squash the data into a corner.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     scored = [r for r in report.per_structure if r["error"] is None]
+    low, high = parity_limits(scored)
+    pad = 0.02 * (high - low)
+    off_scale = {"low": 0, "high": 0}
+
+    def shown(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x, y (clipped into the axes) and -1/0/+1: below, inside, above the range."""
+        x = np.array([r["log10_sigma_exp"] for r in records], dtype=float)
+        y = np.array([r["log10_sigma_pred"] for r in records], dtype=float)
+        side = np.where(y < low, -1, np.where(y > high, 1, 0))
+        off_scale["low"] += int(np.sum(side < 0))
+        off_scale["high"] += int(np.sum(side > 0))
+        return x, np.clip(y, low + pad, high - pad), side
+
     figure = Figure(figsize=(7.0, 6.0), dpi=130)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot(1, 1, 1)
@@ -1215,21 +1243,27 @@ def plot_parity(report: ValidationReport, png_out: str | Path) -> Path:
         exact = [r for r in members if not r["upper_bound"]]
         bounds = [r for r in members if r["upper_bound"]]
         if exact:
+            x, y, side = shown(exact)
+            inside = side == 0
             ax.scatter(
-                [r["log10_sigma_exp"] for r in exact],
-                [r["log10_sigma_pred"] for r in exact],
+                x[inside],
+                y[inside],
                 s=22,
                 color=colour,
                 label=f"{family} ({len(members)})",
                 alpha=0.85,
             )
+            for direction, marker in ((-1, "v"), (1, "^")):
+                edge = side == direction
+                if edge.any():
+                    ax.scatter(x[edge], y[edge], s=40, marker=marker, color=colour, clip_on=False)
         if bounds:
-            x = np.array([r["log10_sigma_exp"] for r in bounds])
-            y = np.array([r["log10_sigma_pred"] for r in bounds])
+            x, y, side = shown(bounds)
             ax.scatter(
                 x,
                 y,
                 s=30,
+                marker="o",
                 facecolors="none",
                 edgecolors=colour,
                 label=None if exact else f"{family} ({len(members)})",
@@ -1246,9 +1280,16 @@ def plot_parity(report: ValidationReport, png_out: str | Path) -> Path:
                 width=0.003,
                 headwidth=4,
             )
-    values = [v for r in scored for v in (r["log10_sigma_exp"], r["log10_sigma_pred"])]
-    low, high = (min(values) - 1.5, max(values) + 1.0) if values else (-12.0, 0.0)
     ax.plot([low, high], [low, high], color="k", lw=0.8, label="y = x")
+    n_off = off_scale["low"] + off_scale["high"]
+    if n_off:
+        ax.scatter(
+            [],
+            [],
+            marker="v",
+            color="0.3",
+            label=f"prediction off scale ({off_scale['low']} below, {off_scale['high']} above)",
+        )
     threshold = math.log10(THRESHOLD_S_PER_CM)
     ax.axvline(threshold, color="0.4", ls="--", lw=0.8)
     ax.axhline(threshold, color="0.4", ls="--", lw=0.8, label="1e-4 S/cm")
