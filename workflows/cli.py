@@ -967,84 +967,10 @@ def _show(args: argparse.Namespace) -> int:
 def _plot_png(
     out: Path, doc: CandidateResult, candidate: Candidate | None, parameters_json: str | None
 ) -> str:
-    """U along the path and a slice of U through the saddle; returns a note for the user."""
-    if doc.status != "ok" or doc.path is None:
-        raise ValueError(f"{doc.candidate_id}: nothing to plot, the candidate was not scored")
-    import matplotlib
+    """U and the drag along the path and a slice of U (workflows.plots); returns a note."""
+    from workflows.plots import plot_candidate
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    note = ""
-    slice_data = None
-    if candidate is not None and candidate.ok and parameters_json:
-        from screening.parameters import ScreeningParameters
-        from screening.pipeline import analyse_candidate
-
-        stored = json.loads(parameters_json)  # fields of older versions are ignored
-        parameters = ScreeningParameters(
-            **{k: v for k, v in stored.items() if k in ScreeningParameters.model_fields}
-        )
-        with np.errstate(over="ignore", under="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            analysis = analyse_candidate(
-                candidate.structure,
-                parameters,
-                candidate_id=candidate.candidate_id,
-                mobile_ion=doc.ion,
-                elastic=candidate.elastic,
-            )
-        lattice = analysis.grid.lattice_matrix_A
-        frac = analysis.path.points_A @ np.linalg.inv(lattice)
-        saddle = int(np.argmax(analysis.path.energy_eV))
-        n_c = analysis.grid.shape[2]
-        k = round((frac[saddle, 2] % 1.0) * n_c) % n_c
-        energy = analysis.energy_grid_eV[:, :, k] - float(
-            np.min(analysis.energy_grid_eV[np.isfinite(analysis.energy_grid_eV)])
-        )
-        slice_data = (energy, frac % 1.0, k / n_c)
-        note = "slice of U recomputed from the stored structure"
-    else:
-        note = "no stored structure: slice of U not drawn"
-
-    figure, axes = plt.subplots(1, 2 if slice_data is not None else 1, figsize=(11, 4.2))
-    axes = np.atleast_1d(axes)
-    ax = axes[0]
-    ax.plot(doc.path.arc_length_A, doc.path.energy_eV, color="C0")
-    ax.set_xlabel("arc length s (Å)")
-    ax.set_ylabel("U(s) − min U (eV)", color="C0")
-    ax.set_title(f"{doc.candidate_id}: U along the percolating path")
-    if any(g > 0 for g in doc.path.gamma_parallel_kg_per_s):
-        twin = ax.twinx()
-        twin.semilogy(
-            doc.path.arc_length_A,
-            [max(g, 1e-30) for g in doc.path.gamma_parallel_kg_per_s],
-            color="C3",
-            alpha=0.7,
-        )
-        twin.set_ylabel("t·γ·t (kg/s)", color="C3")
-    if slice_data is not None:
-        energy, frac, c_frac = slice_data
-        finite = np.isfinite(energy)
-        ceiling = float(np.percentile(energy[finite], 60)) if finite.any() else 1.0
-        ceiling = max(ceiling, 2.0 * (doc.path_barrier_eV or 0.5))
-        image = np.ma.masked_invalid(np.where(finite, np.minimum(energy, ceiling), np.nan))
-        ax2 = axes[1]
-        shown = ax2.imshow(
-            image.T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis", aspect="equal"
-        )
-        ax2.plot(frac[:, 0], frac[:, 1], ".", color="white", markersize=2)
-        ax2.set_xlabel("fractional a")
-        ax2.set_ylabel("fractional b")
-        ax2.set_title(f"U − min U at c = {c_frac:.2f} (eV; dots: path, projected)")
-        figure.colorbar(shown, ax=ax2)
-    figure.tight_layout()
-    out = out.expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110, format="png")
-    plt.close(figure)
-    return note
+    return plot_candidate(out, doc, candidate, parameters_json)
 
 
 # --------------------------------------------------------------------------------------------

@@ -192,3 +192,30 @@ def test_params_lists_every_parameter_from_the_model(tmp_path: Path) -> None:
     as_json = run_cli(["params", "--format", "json"], env)
     keys = [row["key"] for row in __import__("json").loads(as_json.stdout)]
     assert keys == list(ScreeningParameters.model_fields)
+
+
+def test_show_png_renders_profile_drag_and_slice(screened) -> None:
+    pytest.importorskip("matplotlib")
+    png = screened["tmp"] / "lif.png"
+    shown = run_cli(["show", "lif-fm3m", "--db", screened["db"], "--png", png], screened["env"])
+    assert shown.returncode == 0, shown.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(png).shape[:2]
+    assert width > 1.5 * height  # profile, drag and slice side by side
+
+
+def test_plot_geometry_helpers() -> None:
+    import numpy as np
+
+    from workflows.plots import in_plane_mask, plane_coordinates, profile_from_minimum
+
+    shifted, saddle, barrier = profile_from_minimum([0.3, 0.5, 0.9, 0.4])
+    assert shifted.min() == 0.0 and saddle == 2 and barrier == pytest.approx(0.6)
+    hexagonal = np.array([[3.0, 0.0, 0.0], [-1.5, 1.5 * np.sqrt(3), 0.0], [0.0, 0.0, 5.0]])
+    xy = plane_coordinates(hexagonal, np.array([[1.0, 0.0], [0.0, 1.0]]))
+    assert np.linalg.norm(xy[1]) == pytest.approx(3.0)
+    assert np.degrees(np.arccos(xy[0] @ xy[1] / 9.0)) == pytest.approx(120.0)
+    mask = in_plane_mask(np.array([0.99, 0.02, 0.5]), 0.0, 0.03)
+    assert mask.tolist() == [True, True, False]
