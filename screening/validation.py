@@ -1224,7 +1224,7 @@ def plot_parity(report: ValidationReport, png_out: str | Path) -> Path:
         off_scale["high"] += int(np.sum(side > 0))
         return x, np.clip(y, low + pad, high - pad), side
 
-    figure = Figure(figsize=(7.0, 6.0), dpi=130)
+    figure = Figure(figsize=(9.0, 6.0), dpi=130)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot(1, 1, 1)
     counts: dict[str, int] = {}
@@ -1304,7 +1304,7 @@ def plot_parity(report: ValidationReport, png_out: str | Path) -> Path:
         f"{'-' if spear is None else f'{spear:.2f}'}, T = {report.parameters.temperature_K:g} K",
         fontsize=10,
     )
-    ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.8)
     figure.text(
         0.99, 0.005, f"data: {report.data_attribution}", ha="right", va="bottom", fontsize=6
     )
