@@ -16,6 +16,9 @@ Tables
     itself (structure included) so that ``iondrag show`` needs nothing else.
 ``meta``
     Schema version and the application marker.
+``columns``
+    One line per ``results`` column saying what it is (:func:`column_descriptions`): which
+    estimate a conductivity is, which barrier a barrier is.
 
 Concurrency: WAL journal and a busy timeout, every write in a ``BEGIN IMMEDIATE``
 transaction, so that writers in separate processes (two screens on the same file, the
@@ -59,6 +62,7 @@ __all__ = [
     "RankingDatabaseError",
     "ReusableResult",
     "canonical_json",
+    "column_descriptions",
     "connect",
     "copy_results",
     "failure_counts",
@@ -129,6 +133,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "barrier_2d_eV": "REAL",
     "barrier_3d_eV": "REAL",
     "dimensionality": "INTEGER",
+    "path_barrier_eV": "REAL",
     "sigma_S_per_cm": "REAL",
     "log10_sigma_S_per_cm": "REAL",
     "sigma_xx_S_per_cm": "REAL",
@@ -136,6 +141,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "sigma_zz_S_per_cm": "REAL",
     "anisotropy_ratio": "REAL",
     "headline_method": "TEXT",
+    "sigma_tensor_method": "TEXT",
     "log10_sigma_path_S_per_cm": "REAL",
     "log10_sigma_path_entropic_S_per_cm": "REAL",
     "log10_sigma_homogenised_S_per_cm": "REAL",
@@ -157,13 +163,64 @@ RESULT_COLUMNS: dict[str, str] = {
     "log10_sigma_universal_S_per_cm": "REAL",
     "universal_error_cause": "TEXT",
     "experimental_sigma_S_per_cm": "REAL",
+    "band_gap_eV": "REAL",
+    "likely_electronic_conductor": "INTEGER",
+    "electronic_conductor_reason": "TEXT",
     "status": "TEXT NOT NULL",
     "error": "TEXT",
     "error_cause": "TEXT",
     "parameters_fingerprint": "TEXT",
     "candidate_fingerprint": "TEXT",
+    "n_warnings": "INTEGER",
+    "warnings_summary": "TEXT",
     **BOOKKEEPING_COLUMNS,
 }
+
+#: Descriptions of ``results`` columns that their CandidateResult field does not describe.
+_COLUMN_NOTES: dict[str, str] = {
+    "candidate_id": "Id of the candidate, unique within its source.",
+    "formula": "Reduced formula.",
+    "source": "Where the candidate came from: embedded, mp, cif or structure (Python).",
+    "ion": "Mobile ion (element symbol).",
+    "temperature_K": "Temperature of sigma_S_per_cm and the tensor, K.",
+    "sigma_tensor_method": "How the tensor estimate sigma_xx/yy/zz was made: "
+    "homogenised_shape_scaled_to_path_channel (the shape of the 3D homogenised tensor, "
+    "scaled to the path formula's channel value) or homogenised (headline_method "
+    "homogenised: the 3D homogenised tensor itself).",
+    "kramers_factor": "Kramers' inertial factor at the saddle (1: overdamped).",
+    "damping_regime": "Damping regime of the ion at the saddle (overdamped, ...).",
+    "elastic_source": "Where the elastic data behind Lambda came from.",
+    "experimental_sigma_S_per_cm": "Measured conductivity near room temperature, S/cm, "
+    "when the source has it.",
+    "status": "ok (scored), failed (a documented input problem) or error (unexpected).",
+    "error": "One-line reason a candidate was not scored.",
+    "error_cause": "Short cause code of error (screening.errors).",
+    "parameters_fingerprint": "Hash of the physics parameters (reuse key).",
+    "n_warnings": "Number of warnings of the row (estimated parameters, coarsened grid, "
+    "...; marked * in the printed ranking).",
+    "warnings_summary": "The row's warnings, joined by '; '.",
+    "run_id": "The run (source + parameters) this row belongs to.",
+    "written_utc": "When the row entered this run (UTC).",
+    "scored_utc": "When the candidate was computed (kept when a result is reused).",
+    "reused_from_run_id": "The run that computed a reused row (None: computed in this run).",
+    "seconds_total": "Wall time of the candidate, s.",
+}
+
+
+def column_descriptions() -> dict[str, str]:
+    """One line per column of ``results``: its meaning, from CandidateResult's field docs.
+
+    Also written to the ``columns`` table of every ranking database
+    (``iondrag query "SELECT * FROM columns"``).
+    """
+    fields = CandidateResult.model_fields
+    out: dict[str, str] = {}
+    for name in RESULT_COLUMNS:
+        field = fields.get(name)
+        text = _COLUMN_NOTES.get(name) or (field.description if field is not None else None)
+        out[name] = " ".join((text or "").split())
+    return out
+
 
 _RUN_COLUMNS: dict[str, str] = {
     "run_id": "TEXT PRIMARY KEY",
@@ -409,6 +466,10 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
         )
         for statement in _INDEXES:
             conn.execute(statement)
+        conn.execute("CREATE TABLE IF NOT EXISTS columns (name TEXT PRIMARY KEY, description TEXT)")
+        conn.executemany(
+            "INSERT OR REPLACE INTO columns VALUES (?, ?)", column_descriptions().items()
+        )
 
 
 @contextmanager
@@ -871,6 +932,8 @@ def run_query(
 ) -> pd.DataFrame:
     """Run user SQL on a read-only connection; return the rows as a DataFrame.
 
+    With ``max_rows``, ``frame.attrs["rows_cut"]`` counts the rows left out.
+
     Raises
     ------
     RankingDatabaseError
@@ -881,6 +944,7 @@ def run_query(
             cursor = conn.execute(sql, tuple(parameters))
             names = [item[0] for item in cursor.description or ()]
             rows = cursor.fetchmany(max_rows) if max_rows is not None else cursor.fetchall()
+            cut = 0 if max_rows is None else sum(1 for _ in cursor)
         except sqlite3.DatabaseError as error:
             message = str(error)
             if "not authorized" in message or "readonly" in message:
@@ -889,7 +953,9 @@ def run_query(
                     "(SELECT statements only)"
                 ) from error
             raise RankingDatabaseError(f"query failed: {message}") from error
-    return pd.DataFrame([tuple(row) for row in rows], columns=names)
+    frame = pd.DataFrame([tuple(row) for row in rows], columns=names)
+    frame.attrs["rows_cut"] = cut
+    return frame
 
 
 def prune_run(conn: sqlite3.Connection, run_id: str, keep_candidate_ids: Iterable[str]) -> int:

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-from scipy.integrate import lebedev_rule
 
 from screening.errors import ElasticDataError
 from screening.units import EV_PER_A3_TO_GPA, GPA_PA
@@ -37,8 +36,26 @@ _VOIGT_INDEX = np.array([[0, 5, 4], [5, 1, 3], [4, 3, 2]])
 
 @cache
 def _sphere_rule(order: int) -> tuple[np.ndarray, np.ndarray]:
-    points, weights = lebedev_rule(order)
+    points, weights = lebedev_points(order)
     return np.ascontiguousarray(points.T), weights
+
+
+def lebedev_points(order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``scipy.integrate.lebedev_rule(order)``: points (3, N) and weights (N,).
+
+    The default order is read from ``data/quadrature/lebedev_<order>.npz`` (the same
+    numbers, stored): importing ``scipy.integrate`` costs a quarter of a second.
+    """
+    from screening.data_files import data_dir
+
+    stored = data_dir() / "quadrature" / f"lebedev_{order}.npz"
+    if stored.is_file():
+        with np.load(stored) as data:
+            return data["points"], data["weights"]
+    from scipy.integrate import lebedev_rule
+
+    points, weights = lebedev_rule(order)
+    return points, weights
 
 
 def voigt_to_tensor(voigt: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+import typing
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -229,3 +230,71 @@ class ScreeningParameters(BaseModel):
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+#: Unit of a parameter from the suffix of its name (units are carried in the names).
+_UNIT_SUFFIXES: tuple[tuple[str, str], ...] = (
+    ("_eV", "eV"),
+    ("_K", "K"),
+    ("_A", "Å"),
+    ("_MB", "MB"),
+    ("_kT", "k_B T"),
+)
+
+
+def _unit(name: str) -> str:
+    for suffix, unit in _UNIT_SUFFIXES:
+        if name.endswith(suffix):
+            return unit
+    return ""
+
+
+def _kind(annotation: Any) -> str:
+    """Short type of a field: the choices of a Literal, or the type's name."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return "/".join(str(a) for a in args)
+    if args:  # X | None, tuple[float, ...]
+        names = [_kind(a) for a in args if a is not type(None) and a is not Ellipsis]
+        text = " or ".join(names) if typing.get_origin(annotation) is not tuple else "list"
+        if type(None) in args:
+            text += " or none"
+        return text if typing.get_origin(annotation) is not tuple else f"list of {names[0]}"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _bounds(metadata: list[Any]) -> str:
+    parts = []
+    for item in metadata:
+        for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            value = getattr(item, attr, None)
+            if value is not None:
+                parts.append(
+                    f"{symbol} {value:g}" if isinstance(value, float) else f"{symbol} {value}"
+                )
+    return ", ".join(parts)
+
+
+def parameter_table() -> list[dict[str, Any]]:
+    """Every field of :class:`ScreeningParameters`: name, type, unit, default, bounds, meaning.
+
+    Derived from the model itself (``iondrag params`` prints it), so it never drifts.
+    """
+    rows = []
+    for name, info in ScreeningParameters.model_fields.items():
+        default = info.default
+        if isinstance(default, tuple):
+            default = ",".join(f"{v:g}" for v in default) or "(none)"
+        elif isinstance(default, bool):
+            default = "true" if default else "false"
+        rows.append(
+            {
+                "key": name,
+                "type": _kind(info.annotation),
+                "unit": _unit(name),
+                "default": "none" if default is None else default,
+                "bounds": _bounds(list(info.metadata)),
+                "description": " ".join((info.description or "").split()),
+            }
+        )
+    return rows

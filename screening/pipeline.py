@@ -72,6 +72,7 @@ from screening.elastic import (
     point_force_stiffness_eV_per_A2,
 )
 from screening.elastic_estimate import estimate_moduli_GPa
+from screening.electronic import electronic_conductor_flag
 from screening.errors import IondragError, NoPercolationError
 from screening.forcefield import PairField, build_pair_field, coulomb_pair_parameters
 from screening.mobility import (
@@ -104,6 +105,7 @@ from screening.schemas import (
     CandidateGrids,
     CandidateResult,
     PathProfile,
+    band_gap_of,
     finite_or_none,
     matrix_list,
 )
@@ -1026,6 +1028,15 @@ def result_document(
     lam = analysis.elastic.lambda_s3_per_kg
     framework_summary = analysis.framework.summary()
     framework_summary["n_transport_region_points"] = len(analysis.region_flat)
+    band_gap = band_gap_of(candidate)
+    framework = analysis.framework
+    electronic, electronic_reason = electronic_conductor_flag(
+        framework.elements,
+        framework.charges_e,
+        band_gap,
+        occupancies=framework.occupancies,
+        other_charge_e=framework.mobile_charge_e * float(np.sum(framework.mobile_occupancies)),
+    )
     return CandidateResult(
         candidate_id=candidate.candidate_id,
         formula=candidate.formula or analysis.framework.formula,
@@ -1037,6 +1048,9 @@ def result_document(
         candidate_fingerprint=candidate.fingerprint(),
         provenance=candidate.provenance,
         experimental_sigma_S_per_cm=candidate.experimental_sigma_S_per_cm,
+        band_gap_eV=band_gap,
+        likely_electronic_conductor=electronic,
+        electronic_conductor_reason=electronic_reason,
         barrier_eV=finite_or_none(barriers[1]),
         barrier_1d_eV=finite_or_none(barriers[1]),
         barrier_2d_eV=finite_or_none(barriers[2]),

@@ -36,6 +36,15 @@ def matrix_list(array: np.ndarray | None) -> list[list[float]] | None:
     return [[float(x) for x in row] for row in np.asarray(array)]
 
 
+def band_gap_of(candidate: Candidate) -> float | None:
+    """Return the band gap the source gave (provenance ``band_gap_eV``), eV, or None."""
+    value = candidate.provenance.get("band_gap_eV")
+    try:
+        return finite_or_none(None if value is None else float(value))
+    except (TypeError, ValueError):
+        return None
+
+
 class PathProfile(BaseModel):
     """U(s) and the drag along the percolating path (one period)."""
 
@@ -71,25 +80,70 @@ class CandidateResult(BaseModel):
     )
     provenance: dict[str, Any] = Field(default_factory=dict)
     experimental_sigma_S_per_cm: float | None = None
+    band_gap_eV: float | None = Field(
+        None, description="Band gap from the source (Materials Project summary), eV."
+    )
+    likely_electronic_conductor: bool | None = Field(
+        None,
+        description="The framework holds a transition metal in mixed valence or with an open "
+        "d shell (not d0/d10), or the source's band gap is below 0.5 eV "
+        "(screening.electronic): likely an electronic or mixed conductor, not an electrolyte.",
+    )
+    electronic_conductor_reason: str | None = Field(
+        None, description="Which rule flagged likely_electronic_conductor."
+    )
 
     # potential and percolation
-    barrier_eV: float | None = Field(None, description="1D percolation barrier E_1 - min U.")
-    barrier_1d_eV: float | None = None
-    barrier_2d_eV: float | None = None
-    barrier_3d_eV: float | None = None
+    barrier_eV: float | None = Field(
+        None,
+        description="E_1D, the 1D percolation barrier: lowest energy above min U at which the "
+        "ion's accessible region spans the crystal in one direction (= barrier_1d_eV). Not "
+        "the ranking key: the table is ranked by sigma_S_per_cm.",
+    )
+    barrier_1d_eV: float | None = Field(None, description="E_1D percolation barrier.")
+    barrier_2d_eV: float | None = Field(
+        None,
+        description="E_2D: percolation barrier in two directions (None: not below the ceiling).",
+    )
+    barrier_3d_eV: float | None = Field(
+        None, description="E_3D: percolation barrier in three directions."
+    )
     dimensionality: int | None = Field(
         None, description="Highest d with E_d within dimensionality_window_eV of E_1."
     )
-    path_barrier_eV: float | None = Field(None, description="max - min of U along the path.")
+    path_barrier_eV: float | None = Field(
+        None,
+        description="Path-profile barrier: max - min of U along the relaxed minimum-energy "
+        "path of the E_1D channel (what the path formula integrates over).",
+    )
 
-    # conductivity (headline: homogenised tensor, inertia-corrected)
-    sigma_S_per_cm: float | None = Field(None, description="Isotropic tr(sigma)/3 at T.")
-    log10_sigma_S_per_cm: float | None = None
-    sigma_xx_S_per_cm: float | None = None
-    sigma_yy_S_per_cm: float | None = None
-    sigma_zz_S_per_cm: float | None = None
+    # conductivity: two estimates, the headline (ranks the table) and the tensor
+    sigma_S_per_cm: float | None = Field(
+        None,
+        description="Headline isotropic conductivity at T, ranks the table. Estimate "
+        "headline_method (default path_entropic: the path formula along the E_1D channel, "
+        "with the directions that open at E_2D and E_3D), combined over the three directions "
+        "by the polycrystal average (parameters.polycrystal_average, default harmonic).",
+    )
+    log10_sigma_S_per_cm: float | None = Field(None, description="log10 of sigma_S_per_cm.")
+    sigma_xx_S_per_cm: float | None = Field(
+        None,
+        description="Second estimate, the single-crystal tensor (xx along Cartesian x of the "
+        "cell): shape from the 3D homogenised solution on the grid, scaled so that its "
+        "largest principal value equals the path formula's channel value "
+        "(sigma_tensor_method). Its components can all exceed the headline, which averages "
+        "over directions opening at the percolation barriers.",
+    )
+    sigma_yy_S_per_cm: float | None = Field(
+        None, description="Tensor estimate, yy component (see sigma_xx_S_per_cm)."
+    )
+    sigma_zz_S_per_cm: float | None = Field(
+        None, description="Tensor estimate, zz component (see sigma_xx_S_per_cm)."
+    )
     sigma_tensor_S_per_cm: list[list[float]] | None = None
-    anisotropy_ratio: float | None = None
+    anisotropy_ratio: float | None = Field(
+        None, description="Largest / smallest principal value of the tensor estimate."
+    )
     headline_method: str | None = Field(
         None, description="Which estimate the headline sigma is (parameters.headline)."
     )
@@ -186,9 +240,18 @@ class CandidateResult(BaseModel):
     region_weight_fraction: float | None = None
 
     # drag and dynamics
-    drag_saddle_kg_per_s: float | None = Field(None, description="t.gamma.t at the saddle.")
+    drag_saddle_kg_per_s: float | None = Field(
+        None,
+        description="Friction on the ion along its path at the saddle, t.gamma.t (t the "
+        "path's unit tangent, gamma the drag tensor H Lambda H).",
+    )
     drag_floor_kg_per_s: float | None = None
-    lambda_s3_per_kg: list[list[float]] | None = None
+    lambda_s3_per_kg: list[list[float]] | None = Field(
+        None,
+        description="Lambda, the framework's elastic response (from the elastic tensor via "
+        "the Christoffel equation) that turns the potential's curvature H into drag "
+        "gamma = H Lambda H.",
+    )
     bulk_modulus_GPa: float | None = None
     shear_modulus_GPa: float | None = None
     elastic_source: str | None = None
@@ -200,7 +263,12 @@ class CandidateResult(BaseModel):
     inertia_flag: bool | None = Field(None, description="gamma/M below omega_b at the saddle.")
 
     # Arrhenius
-    activation_energy_eV: float | None = None
+    activation_energy_eV: float | None = Field(
+        None,
+        description="Arrhenius activation energy: slope of the headline's log(sigma T) "
+        "against 1/T over arrhenius_temperatures_K (the carriers' climb and the path, "
+        "together).",
+    )
     arrhenius_prefactor_S_K_per_cm: float | None = None
     arrhenius_temperatures_K: list[float] | None = None
     arrhenius_log10_sigma_S_per_cm: list[float] | None = None
@@ -248,7 +316,11 @@ class CandidateResult(BaseModel):
     framework: dict[str, Any] = Field(default_factory=dict)
     grid_shape: list[int] | None = None
     grid_spacing_A: float | None = None
-    warnings: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What to keep in mind about this row: estimated softBV parameters, a "
+        "coarsened grid, estimated elastic moduli, upper bounds, ...",
+    )
     seconds: dict[str, float] = Field(default_factory=dict)
     iondrag_version: str = __version__
 
@@ -292,6 +364,15 @@ class CandidateResult(BaseModel):
             experimental_sigma_S_per_cm=candidate.experimental_sigma_S_per_cm,
         )
 
+    @property
+    def sigma_tensor_method(self) -> str | None:
+        """How the tensor estimate (sigma_xx/yy/zz) was made, next to ``headline_method``."""
+        if self.headline_method is None:
+            return None
+        if self.headline_method == "homogenised":
+            return "homogenised"
+        return "homogenised_shape_scaled_to_path_channel"
+
     def ranking_row(self) -> dict[str, Any]:
         """Return the flat row of the ranking table (columns of the design contract and more)."""
         return {
@@ -305,6 +386,7 @@ class CandidateResult(BaseModel):
             "barrier_2d_eV": self.barrier_2d_eV,
             "barrier_3d_eV": self.barrier_3d_eV,
             "dimensionality": self.dimensionality,
+            "path_barrier_eV": self.path_barrier_eV,
             "sigma_S_per_cm": self.sigma_S_per_cm,
             "log10_sigma_S_per_cm": self.log10_sigma_S_per_cm,
             "sigma_xx_S_per_cm": self.sigma_xx_S_per_cm,
@@ -312,6 +394,7 @@ class CandidateResult(BaseModel):
             "sigma_zz_S_per_cm": self.sigma_zz_S_per_cm,
             "anisotropy_ratio": self.anisotropy_ratio,
             "headline_method": self.headline_method,
+            "sigma_tensor_method": self.sigma_tensor_method,
             "log10_sigma_path_S_per_cm": self.log10_sigma_path_S_per_cm,
             "log10_sigma_path_entropic_S_per_cm": self.log10_sigma_path_entropic_S_per_cm,
             "log10_sigma_homogenised_S_per_cm": self.log10_sigma_homogenised_S_per_cm,
@@ -333,11 +416,16 @@ class CandidateResult(BaseModel):
             "log10_sigma_universal_S_per_cm": self.log10_sigma_universal_S_per_cm,
             "universal_error_cause": self.universal_error_cause,
             "experimental_sigma_S_per_cm": self.experimental_sigma_S_per_cm,
+            "band_gap_eV": self.band_gap_eV,
+            "likely_electronic_conductor": self.likely_electronic_conductor,
+            "electronic_conductor_reason": self.electronic_conductor_reason,
             "status": self.status,
             "error": self.error,
             "error_cause": self.error_cause,
             "parameters_fingerprint": self.parameters_fingerprint,
             "candidate_fingerprint": self.candidate_fingerprint,
+            "n_warnings": len(self.warnings),
+            "warnings_summary": "; ".join(self.warnings) or None,
         }
 
 
@@ -386,4 +474,11 @@ class CandidateGrids(BaseModel):
             return {name: data[name] for name in data.files}
 
 
-__all__ = ["CandidateGrids", "CandidateResult", "PathProfile", "finite_or_none", "matrix_list"]
+__all__ = [
+    "CandidateGrids",
+    "CandidateResult",
+    "PathProfile",
+    "band_gap_of",
+    "finite_or_none",
+    "matrix_list",
+]

@@ -79,6 +79,7 @@ __all__ = [
     "json_safe",
     "kendall",
     "paired_bootstrap_spearman_difference",
+    "parity_limits",
     "parse_conductivity",
     "plot_parity",
     "precision_at_k",
@@ -1147,13 +1148,25 @@ class ValidationReport:
             group["ids"].append(r["id"])
         return dict(sorted(groups.items(), key=lambda item: (-item[1]["count"], item[0])))
 
+    @property
+    def data_attribution(self) -> str:
+        """Where the measurements come from: the OBELiX attribution only for an OBELiX table.
+
+        A table whose path names OBELiX gets :data:`DATA_ATTRIBUTION`; any other table is
+        named by its file name.
+        """
+        table = str(self.inputs.get("table_csv") or "")
+        if "obelix" in table.lower():
+            return DATA_ATTRIBUTION
+        return f"table {Path(table).name}" if table else "table given by the user"
+
     def to_json_dict(self) -> dict[str, Any]:
         """Return the JSON document (``iondrag validate --json``); NaN and inf become null."""
         head = self.metrics.get("headline", {})
         seconds = [r.get("seconds_total") for r in self.per_structure if r["error"] is None]
         document: dict[str, Any] = {
             "iondrag_version": __version__,
-            "data_attribution": DATA_ATTRIBUTION,
+            "data_attribution": self.data_attribution,
             "n_given": self.n_given,
             "n_scored": self.n_scored,
             "n_failed": self.n_failed,
@@ -1301,21 +1314,48 @@ class ValidationReport:
                 lines.append(
                     f"  {family:<24} {f['n']:>4} {fmt(f['spearman']):>7} {fmt(f['kendall']):>7}"
                 )
-        lines += ["", f"  data: {DATA_ATTRIBUTION}"]
+        lines += ["", f"  data: {self.data_attribution}"]
         return "\n".join(lines)
+
+
+def parity_limits(records: list[dict[str, Any]]) -> tuple[float, float]:
+    """Axis range of the parity plot, log10 S/cm: the measured values, 1.5 below, 1 above.
+
+    Predictions do not widen it (they are drawn at the edge when outside it).
+    """
+    measured = [float(r["log10_sigma_exp"]) for r in records]
+    if not measured:
+        return -12.0, 0.0
+    return min(measured) - 1.5, max(measured) + 1.0
 
 
 def plot_parity(report: ValidationReport, png_out: str | Path) -> Path:
     """Parity plot of predicted vs measured log10 sigma (PNG, matplotlib's Agg canvas).
 
     Coloured by family (the 9 largest; others grey), upper bounds as open markers with an
-    arrow towards lower measured values, the 1e-4 S/cm threshold lines and y = x.
+    arrow towards lower measured values, the 1e-4 S/cm threshold lines and y = x. Both axes
+    span the measured range (:func:`parity_limits`); a prediction outside it is drawn as a
+    triangle on the top or bottom edge pointing the way it is off scale, so that one wild
+    prediction does not squash the data into a corner.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     scored = [r for r in report.per_structure if r["error"] is None]
-    figure = Figure(figsize=(7.0, 6.0), dpi=130)
+    low, high = parity_limits(scored)
+    pad = 0.02 * (high - low)
+    off_scale = {"low": 0, "high": 0}
+
+    def shown(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x, y (clipped into the axes) and -1/0/+1: below, inside, above the range."""
+        x = np.array([r["log10_sigma_exp"] for r in records], dtype=float)
+        y = np.array([r["log10_sigma_pred"] for r in records], dtype=float)
+        side = np.where(y < low, -1, np.where(y > high, 1, 0))
+        off_scale["low"] += int(np.sum(side < 0))
+        off_scale["high"] += int(np.sum(side > 0))
+        return x, np.clip(y, low + pad, high - pad), side
+
+    figure = Figure(figsize=(9.0, 6.0), dpi=130)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot(1, 1, 1)
     counts: dict[str, int] = {}
@@ -1334,21 +1374,27 @@ def plot_parity(report: ValidationReport, png_out: str | Path) -> Path:
         exact = [r for r in members if not r["upper_bound"]]
         bounds = [r for r in members if r["upper_bound"]]
         if exact:
+            x, y, side = shown(exact)
+            inside = side == 0
             ax.scatter(
-                [r["log10_sigma_exp"] for r in exact],
-                [r["log10_sigma_pred"] for r in exact],
+                x[inside],
+                y[inside],
                 s=22,
                 color=colour,
                 label=f"{family} ({len(members)})",
                 alpha=0.85,
             )
+            for direction, marker in ((-1, "v"), (1, "^")):
+                edge = side == direction
+                if edge.any():
+                    ax.scatter(x[edge], y[edge], s=40, marker=marker, color=colour, clip_on=False)
         if bounds:
-            x = np.array([r["log10_sigma_exp"] for r in bounds])
-            y = np.array([r["log10_sigma_pred"] for r in bounds])
+            x, y, side = shown(bounds)
             ax.scatter(
                 x,
                 y,
                 s=30,
+                marker="o",
                 facecolors="none",
                 edgecolors=colour,
                 label=None if exact else f"{family} ({len(members)})",
@@ -1365,9 +1411,16 @@ def plot_parity(report: ValidationReport, png_out: str | Path) -> Path:
                 width=0.003,
                 headwidth=4,
             )
-    values = [v for r in scored for v in (r["log10_sigma_exp"], r["log10_sigma_pred"])]
-    low, high = (min(values) - 1.5, max(values) + 1.0) if values else (-12.0, 0.0)
     ax.plot([low, high], [low, high], color="k", lw=0.8, label="y = x")
+    n_off = off_scale["low"] + off_scale["high"]
+    if n_off:
+        ax.scatter(
+            [],
+            [],
+            marker="v",
+            color="0.3",
+            label=f"prediction off scale ({off_scale['low']} below, {off_scale['high']} above)",
+        )
     threshold = math.log10(THRESHOLD_S_PER_CM)
     ax.axvline(threshold, color="0.4", ls="--", lw=0.8)
     ax.axhline(threshold, color="0.4", ls="--", lw=0.8, label="1e-4 S/cm")
@@ -1382,8 +1435,10 @@ def plot_parity(report: ValidationReport, png_out: str | Path) -> Path:
         f"{'-' if spear is None else f'{spear:.2f}'}, T = {report.parameters.temperature_K:g} K",
         fontsize=10,
     )
-    ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
-    figure.text(0.99, 0.005, f"data: {DATA_ATTRIBUTION}", ha="right", va="bottom", fontsize=6)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.8)
+    figure.text(
+        0.99, 0.005, f"data: {report.data_attribution}", ha="right", va="bottom", fontsize=6
+    )
     figure.tight_layout()
     path = Path(png_out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1410,6 +1465,7 @@ def run_validation(
     journal: Path | None = None,
     reuse_journal: bool = True,
     fold: str | None = None,
+    on_progress: Callable[[int, int, int], None] | None = None,
 ) -> ValidationReport:
     """Score the CIFs of ``cifs_dir`` named in ``table_csv`` and compare with the measurements.
 
@@ -1430,6 +1486,10 @@ def run_validation(
         Score only the first ``limit`` IDs in sorted order (quick runs).
     progress
         Print one line per structure to stderr.
+    on_progress
+        Called as ``on_progress(done, total, reused)`` once before scoring and after each
+        structure (``done`` counts the records reused from the journal), e.g. to drive the
+        same progress bar as ``iondrag screen``.
     prepare_candidate
         Applied to each loaded candidate before scoring (a module-level function when
         ``workers`` > 1), e.g. ``workflows.ml.candidate_with_chgnet_elastic`` for
@@ -1500,9 +1560,14 @@ def run_validation(
     if progress and reused:
         print(f"reusing {reused} of {len(ids)} records from {journal}", file=sys.stderr)
 
+    if on_progress is not None:
+        on_progress(reused, len(ids), reused)
+
     def report_line(done: int, ident: str, record: dict[str, Any]) -> None:
         if log is not None:
             log.append(keys[ident], ident, record)
+        if on_progress is not None:
+            on_progress(done + reused, len(ids), reused)
         if not progress:
             return
         status = "ok" if record.get("error") is None else record.get("error_cause")

@@ -18,8 +18,15 @@ to_fireworks
 
 from __future__ import annotations
 
+import warnings
 from importlib import import_module
 from typing import Any
+
+# jobflow's run_locally enters each job's folder with monty's deprecated ``cd``, which warns
+# on every job; the warning is about jobflow's code, not the user's, so it is not shown.
+warnings.filterwarnings(
+    "ignore", message=r"cd is deprecated", category=FutureWarning, module=r"jobflow\."
+)
 
 __all__ = [
     "SQLiteStore",

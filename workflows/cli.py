@@ -111,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--max-ehull", type=_float, help="largest energy above hull, eV/atom")
     mp.add_argument("--max-sites", type=_positive_int, help="most sites per cell")
     mp.add_argument("--max-candidates", type=_positive_int, help="keep at most N materials")
+    mp.add_argument("--min-band-gap", type=_float, help="smallest band gap, eV (MP's PBE gap)")
+    mp.add_argument("--max-band-gap", type=_float, help="largest band gap, eV (MP's PBE gap)")
+    mp.add_argument("--exclude-elements", help="elements that must be absent, e.g. Mn,Co,Ni")
+    mp.add_argument("--formula", help="formula, anonymous formula or wildcard, e.g. Li3PS4")
+    mp.add_argument("--material-ids", help="Materials Project ids, e.g. mp-1138,mp-1960")
+    mp.add_argument(
+        "--refresh-cache",
+        action="store_true",
+        help="ask the server again instead of the local cache of this query (the cache, "
+        "<IONDRAG_HOME>/mp_cache.sqlite, is then updated; delete the file to empty it)",
+    )
     screen.add_argument(
         "--ids",
         help="with --source embedded: screen only these candidate ids, comma-separated "
@@ -216,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_param_option(validate, "polycrystal_average=bruggeman")
     validate.set_defaults(handler=_validate)
+
+    params = commands.add_parser(
+        "params",
+        parents=[common],
+        help="list every --param KEY with its unit, default and meaning",
+        description="List the physics parameters (ScreeningParameters) that --param "
+        "KEY=VALUE sets in screen and validate, with type, unit, default, bounds and meaning. "
+        "Same as --param help.",
+    )
+    params.add_argument("--format", choices=("text", "json"), default="text")
+    params.set_defaults(handler=_params)
     return parser
 
 
@@ -226,7 +248,8 @@ def _add_param_option(group: Any, example: str) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"any ScreeningParameters field, e.g. --param {example}",
+        help=f"any ScreeningParameters field, e.g. --param {example}; --param help (or "
+        f"`{PROG} params`) lists them all",
     )
 
 
@@ -379,13 +402,68 @@ def _arrhenius(text: str | None) -> tuple[float, ...] | None:
         raise UsageError(f"--arrhenius takes comma-separated temperatures, got {text!r}") from None
 
 
-class _Progress:
-    """A tqdm bar fed by polling the ranking database for the run's rows."""
+class _Bar:
+    """Progress on stderr: a tqdm bar on a terminal, else a plain line every tenth.
 
-    def __init__(self, db_path: Path, run_id: str, *, enabled: bool) -> None:
+    ``update(done, total, prior)``: ``prior`` of the ``done`` items were not computed now
+    (reused, already finished), so the rate counts only the others.
+    """
+
+    def __init__(self, desc: str, unit: str = "cand", *, stream: Any = None) -> None:
+        self.desc = desc
+        self.unit = unit
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self._bar: Any = None
+        self._last: tuple[int, int] | None = None
+        self._printed = -1
+
+    def update(self, done: int, total: int, prior: int = 0) -> None:
+        done = min(done, total)
+        if self._last == (done, total):
+            return
+        self._last = (done, total)
+        if self.tty:
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(
+                    total=total,
+                    initial=prior,
+                    desc=self.desc,
+                    unit=self.unit,
+                    file=self.stream,
+                    dynamic_ncols=True,
+                    leave=True,
+                )
+            self._bar.initial = min(prior, done)
+            self._bar.total = total
+            self._bar.n = done
+            self._bar.refresh()
+            return
+        step = max(1, total // 10)
+        if done == total or done - self._printed >= step or self._printed < 0:
+            self._printed = done
+            reused = f" ({prior} reused or already finished)" if prior else ""
+            print(f"{self.desc}: {done}/{total} {self.unit}{reused}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class _Progress:
+    """A progress bar fed by polling the ranking database for the run's rows."""
+
+    def __init__(
+        self, db_path: Path, run_id: str, *, enabled: bool, since_utc: str | None = None
+    ) -> None:
         self.db_path = db_path
         self.run_id = run_id
         self.enabled = enabled
+        self.since_utc = since_utc or ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="iondrag-progress", daemon=True)
 
@@ -399,21 +477,21 @@ class _Progress:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
-    def _poll(self, conn: Any) -> tuple[int | None, int]:
+    def _poll(self, conn: Any) -> tuple[int | None, int, int]:
         run = conn.execute(
             "SELECT n_candidates FROM runs WHERE run_id = ?", (self.run_id,)
         ).fetchone()
-        done = conn.execute(
-            "SELECT COUNT(*) FROM results WHERE run_id = ?", (self.run_id,)
-        ).fetchone()[0]
-        return (None if run is None else run[0]), int(done)
+        done, prior = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(reused_from_run_id IS NOT NULL OR written_utc < ?), 0)"
+            " FROM results WHERE run_id = ?",
+            (self.since_utc, self.run_id),
+        ).fetchone()
+        return (None if run is None else run[0]), int(done), int(prior)
 
     def _loop(self) -> None:
         import sqlite3
 
-        from tqdm import tqdm
-
-        bar = None
+        bar = _Bar("screening")
         try:
             conn = sqlite3.connect(self.db_path, timeout=30)
         except sqlite3.Error:
@@ -423,28 +501,15 @@ class _Progress:
                 while True:
                     stopping = self._stop.wait(0.5)
                     try:
-                        total, done = self._poll(conn)
+                        total, done, prior = self._poll(conn)
                     except sqlite3.Error:
-                        total, done = None, 0
+                        total, done, prior = None, 0, 0
                     if total is not None:
-                        if bar is None:
-                            bar = tqdm(
-                                total=total,
-                                desc="screening",
-                                unit="cand",
-                                file=sys.stderr,
-                                dynamic_ncols=True,
-                                leave=True,
-                            )
-                        if (bar.total, bar.n) != (total, min(done, total)):
-                            bar.total = total
-                            bar.n = min(done, total)
-                            bar.refresh()
+                        bar.update(done, total, prior)
                     if stopping:
                         break
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             conn.close()
 
 
@@ -462,6 +527,9 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _screen(args: argparse.Namespace) -> int:
+    if _wants_param_help(args):
+        print(_params_text())
+        return 0
     source = args.source or ("cif" if args.path else "embedded")
     if source == "cif" and not args.path:
         raise UsageError("--source cif needs a PATH (a folder of CIFs or one CIF file)")
@@ -473,11 +541,18 @@ def _screen(args: argparse.Namespace) -> int:
         "energy_above_hull_max_eV": args.max_ehull,
         "num_sites_max": args.max_sites,
         "max_candidates": args.max_candidates,
+        "band_gap_min_eV": args.min_band_gap,
+        "band_gap_max_eV": args.max_band_gap,
+        "exclude_elements": args.exclude_elements,
+        "formula": args.formula,
+        "material_ids": args.material_ids,
     }
     mp_options = {k: v for k, v in mp_options.items() if v is not None}
-    if mp_options and source != "mp":
+    if (mp_options or args.refresh_cache) and source != "mp":
         raise UsageError(
-            "--elements/--chemsys/--max-ehull/--max-sites/--max-candidates need --source mp"
+            "the Materials Project filters (--elements, --chemsys, --max-ehull, --max-sites, "
+            "--max-candidates, --min/max-band-gap, --exclude-elements, --formula, "
+            "--material-ids) and --refresh-cache need --source mp"
         )
     arrhenius = _arrhenius(args.arrhenius)
     extra = {} if arrhenius is None else {"arrhenius_temperatures_K": arrhenius}
@@ -507,6 +582,8 @@ def _screen(args: argparse.Namespace) -> int:
     from contextlib import closing
 
     from screening import database
+
+    _import_jobflow_without_matplotlib()
     from workflows.makers import ScreenMaker
 
     db_path = _db_path(args.db)
@@ -527,6 +604,8 @@ def _screen(args: argparse.Namespace) -> int:
         },
     )
     options: dict[str, Any] | None = mp_options if source == "mp" else None
+    if source == "mp" and args.refresh_cache:
+        options = {**mp_options, "refresh": True}  # not part of the run id
     if ids is not None:
         options = {"ids": ids}
     flow = maker.make(source, args.path, options=options, run_id=args.run_id)
@@ -537,25 +616,35 @@ def _screen(args: argparse.Namespace) -> int:
     from workflows.stores import default_job_store
 
     store = default_job_store()
-    prestart(maker.workers)  # workers import the science while the candidates load
+    # workers import the science while the candidates load; never more than can be busy
+    # (one candidate is scored in this process: spawning workers would only compete with it)
+    prestart(min(maker.workers, _most_candidates(source, args.path, ids)))
+    since = database.utc_now()
     try:
-        with _Progress(db_path, run_id, enabled=not args.quiet):
+        with _Progress(db_path, run_id, enabled=not args.quiet, since_utc=since):
             run_in_process(flow, store, log=bool(getattr(args, "debug", False)))
     finally:
         abort_pools()  # nothing is in flight any more: do not wait for idle workers
 
-    from screening.ranking import format_ranking, records
+    from screening.ranking import RANKING_LEGEND, format_ranking, records
 
     with closing(database.connect(db_path)) as conn:
         ranking = database.read_ranking(conn, run_id)
         failures = database.failure_counts(conn, run_id)
         run = database.get_run(conn, run_id) or {}
+        now = _invocation_counts(conn, run_id, since)
     if args.json:
         _write_json(args.json, records(ranking))
     if not args.quiet:
         print(format_ranking(ranking, args.top))
+        if (ranking["status"] == "ok").any():
+            print(RANKING_LEGEND)
+        failed = _failed_lines(ranking)
+        if failed:
+            print()
+            print(failed)
         print()
-        print(_summary(run_id, run, failures, db_path))
+        print(_summary(run_id, run, failures, db_path, now))
     if run.get("status") == "incomplete":
         print(
             f"{PROG}: warning: run {run_id} is incomplete ({run.get('n_missing')} candidates "
@@ -565,18 +654,103 @@ def _screen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(run_id: str, run: dict[str, Any], failures: dict[str, int], db_path: Path) -> str:
+def _import_jobflow_without_matplotlib() -> None:
+    """Import jobflow without matplotlib, which jobflow.utils.graph loads only to plot flows.
+
+    A screen never plots its flow; matplotlib takes about 0.15 s to import. Elsewhere in the
+    process matplotlib imports as usual (only jobflow's flow plotting is then unavailable).
+    """
+    if "matplotlib" in sys.modules or "jobflow.utils.graph" in sys.modules:
+        return
+    sys.modules["matplotlib"] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        import jobflow.utils.graph  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        if sys.modules.get("matplotlib", 0) is None:
+            del sys.modules["matplotlib"]
+
+
+def _most_candidates(source: str, path: str | None, ids: Sequence[str] | None) -> int:
+    """Return an upper bound of the candidates a screen scores, when known cheaply."""
+    if ids is not None:
+        return len(ids)
+    if source == "cif" and path is not None and Path(path).expanduser().is_file():
+        return 1
+    return sys.maxsize
+
+
+def _summary(
+    run_id: str,
+    run: dict[str, Any],
+    failures: dict[str, int],
+    db_path: Path,
+    now: dict[str, int] | None = None,
+) -> str:
+    """Return the closing lines of a screen: what this invocation did, where the rows are.
+
+    ``now``: counts of this invocation (``scored``, ``reused``, ``earlier``) from
+    :func:`_invocation_counts`; a rerun with nothing to do then says so.
+    """
     n_failed = (run.get("n_failed") or 0) + (run.get("n_error") or 0)
     causes = ", ".join(f"{cause} {n}" for cause, n in failures.items())
+    failed = f"{n_failed} failed" + (f" ({causes})" if causes else "")
+    if now is None:
+        head = (
+            f"run {run_id}: {run.get('n_candidates')} candidates, {run.get('n_ok') or 0} "
+            f"scored, {failed}; {run.get('n_reused') or 0} reused from earlier runs"
+        )
+    elif now["scored"] == 0 and now["reused"] == 0:
+        head = (
+            f"run {run_id}: {run.get('n_candidates')} candidates, nothing to do: all "
+            f"{now['earlier']} already finished in this run ({run.get('n_ok') or 0} ok, "
+            f"{failed}); none computed now"
+        )
+    else:
+        head = (
+            f"run {run_id}: {run.get('n_candidates')} candidates, {run.get('n_ok') or 0} "
+            f"scored, {failed}; now: {now['scored']} computed, {now['reused']} reused from "
+            f"earlier runs, {now['earlier']} already finished in this run"
+        )
     lines = [
-        f"run {run_id}: {run.get('n_candidates')} candidates, {run.get('n_ok') or 0} scored, "
-        f"{n_failed} failed"
-        + (f" ({causes})" if causes else "")
-        + f"; {run.get('n_reused') or 0} reused from earlier runs",
+        head,
         f"ranking database: {db_path}",
         f'  {PROG} query "SELECT candidate_id, formula, sigma_S_per_cm FROM results '
         f"WHERE run_id = '{run_id}' ORDER BY sigma_S_per_cm DESC LIMIT 10\" --db {db_path}",
     ]
+    return "\n".join(lines)
+
+
+def _invocation_counts(conn: Any, run_id: str, since_utc: str) -> dict[str, int]:
+    """Rows of ``run_id`` computed now, reused now, and finished before ``since_utc``."""
+    scored, reused, earlier = conn.execute(
+        "SELECT COALESCE(SUM(written_utc >= ? AND reused_from_run_id IS NULL), 0), "
+        "COALESCE(SUM(written_utc >= ? AND reused_from_run_id IS NOT NULL), 0), "
+        "COALESCE(SUM(written_utc < ?), 0) FROM results WHERE run_id = ?",
+        (since_utc, since_utc, since_utc, run_id),
+    ).fetchone()
+    return {"scored": int(scored), "reused": int(reused), "earlier": int(earlier)}
+
+
+def _failed_lines(ranking: pd.DataFrame, limit: int = 20) -> str:
+    """Return the candidates that were not scored, one line each with its cause."""
+    failed = ranking[ranking["status"] != "ok"]
+    if failed.empty:
+        return ""
+    lines = [f"not scored ({len(failed)}):"]
+    for row in failed.head(limit).itertuples(index=False):
+        error = " ".join(str(getattr(row, "error", "") or "").split())
+        name = str(row.candidate_id)
+        if not error.startswith(name):
+            error = f"{name}: {error}"
+        cause = getattr(row, "error_cause", None)
+        lines.append(f"  {error}" + (f" [{cause}]" if cause and cause not in error else ""))
+    if len(failed) > limit:
+        lines.append(
+            f'  ... and {len(failed) - limit} more: {PROG} query "SELECT candidate_id, error '
+            "FROM results WHERE status != 'ok' AND run_id = '...'\""
+        )
     return "\n".join(lines)
 
 
@@ -599,21 +773,31 @@ def _query(args: argparse.Namespace) -> int:
         print("(no rows)" if len(frame.columns) else "(no result)")
     else:
         print(_table(frame))
+    cut = int(frame.attrs.get("rows_cut", 0))
+    if cut:
+        print(
+            f"({cut} more row{'s' if cut > 1 else ''} not printed: --max-rows {args.max_rows})",
+            file=sys.stderr,
+        )
     return 0
 
 
 def _table(frame: pd.DataFrame) -> str:
     import pandas as pd
 
-    def cell(value: Any) -> str:
+    def cell(value: Any, limit: int | None) -> str:
         if value is None or (isinstance(value, float) and pd.isna(value)):
             return "NULL"
         if isinstance(value, float):
             return f"{value:.6g}"
-        text = str(value)
-        return text if len(text) <= 60 else text[:57] + "..."
+        text = " ".join(str(value).split())
+        return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
-    shown = frame.map(cell) if hasattr(frame, "map") else frame.applymap(cell)
+    shown = frame.copy()
+    for name in shown.columns:
+        # messages and descriptions are read whole; other long text (JSON) is cut
+        whole = str(name).endswith(("error", "description", "warnings_summary"))
+        shown[name] = [cell(v, None if whole else 60) for v in frame[name]]
     return shown.to_string(index=False)
 
 
@@ -648,35 +832,81 @@ def _fmt(value: Any, unit: str = "", digits: int = 3) -> str:
 
 
 def _matrix(rows: list[list[float]] | None, indent: str) -> str:
+    """Format a 3x3 matrix; entries below 1e-9 of the largest print as 0 (numerical noise)."""
     if not rows:
         return indent + "-"
-    return "\n".join(indent + "  ".join(f"{x: .3e}" for x in row) for row in rows)
+    largest = max((abs(x) for row in rows for x in row), default=0.0)
+    floor = largest * 1e-9
+
+    def entry(x: float) -> str:
+        return f"{0.0 if abs(x) < floor else x: .3e}".replace(" 0.000e+00", " 0        ")
+
+    return "\n".join(indent + "  ".join(entry(x) for x in row).rstrip() for row in rows)
 
 
-def _show_text(run_id: str, doc: CandidateResult) -> str:
+def _principal(rows: list[list[float]] | None) -> str:
+    if not rows:
+        return "-"
+    import numpy as np
+
+    matrix = np.asarray(rows, dtype=float)
+    values = np.sort(np.linalg.eigvalsh(0.5 * (matrix + matrix.T)))[::-1]
+    return ", ".join(_fmt(float(v)) for v in values)
+
+
+def _show_text(run_id: str, doc: CandidateResult, parameters: dict[str, Any] | None = None) -> str:
     lines = [
         f"candidate   {doc.candidate_id}  ({doc.formula or '?'}, source {doc.source}, "
         f"mobile ion {doc.ion or '?'})",
         f"run         {run_id}   status {doc.status}   T = {doc.temperature_K:g} K",
     ]
     if doc.status != "ok":
-        lines.append(f"error       {doc.error} [{doc.error_cause}]")
+        error = doc.error or "-"
+        cause = f" [{doc.error_cause}]" if doc.error_cause and doc.error_cause not in error else ""
+        lines.append(f"error       {error}{cause}")
         return "\n".join(lines)
+    average = (parameters or {}).get("polycrystal_average", "harmonic")
     dim = f"{doc.dimensionality}D" if doc.dimensionality is not None else "-"
     lines += [
-        f"barriers    E1D {_fmt(doc.barrier_1d_eV, 'eV')}   E2D {_fmt(doc.barrier_2d_eV, 'eV')}"
-        f"   E3D {_fmt(doc.barrier_3d_eV, 'eV')}   path {_fmt(doc.path_barrier_eV, 'eV')}"
-        f"   dimensionality {dim}",
-        f"sigma       {_fmt(doc.sigma_S_per_cm, 'S/cm')} (log10 "
-        f"{_fmt(doc.log10_sigma_S_per_cm)}); anisotropy {_fmt(doc.anisotropy_ratio)}; "
-        f"path formula log10 {_fmt(doc.log10_sigma_path_S_per_cm)}",
-        "sigma tensor (S/cm)",
+        "barriers    (the ranking uses none of them directly: it is by the headline sigma)",
+        f"  E_1D      {_fmt(doc.barrier_1d_eV, 'eV')}  1D percolation barrier (barrier_eV): "
+        "lowest energy above min U at which the ion's region spans the crystal",
+        f"  E_2D/E_3D {_fmt(doc.barrier_2d_eV, 'eV')} / {_fmt(doc.barrier_3d_eV, 'eV')}  the "
+        f"same in 2 and 3 directions; dimensionality {dim}",
+        f"  path      {_fmt(doc.path_barrier_eV, 'eV')}  max - min of U along the relaxed "
+        "minimum-energy path of the E_1D channel (path_barrier_eV)",
+    ]
+    if doc.activation_energy_eV is not None:
+        lines.append(
+            f"  Ea        {_fmt(doc.activation_energy_eV, 'eV')}  Arrhenius activation energy "
+            "of the headline sigma (activation_energy_eV)"
+        )
+    lines += [
+        "conductivity, two estimates",
+        f"  headline  sigma {_fmt(doc.sigma_S_per_cm, 'S/cm')} (log10 "
+        f"{_fmt(doc.log10_sigma_S_per_cm)}), ranks the table (sigma_S_per_cm): "
+        f"{doc.headline_method} estimate, {average} polycrystal average over the directions "
+        "opening at E_1D, E_2D, E_3D",
+        "  tensor    single-crystal sigma (S/cm; sigma_xx/yy/zz_S_per_cm): shape from the 3D "
+        "homogenisation on the grid"
+        + (
+            ""
+            if doc.headline_method == "homogenised"
+            else ", scaled so its largest principal value is the channel's path value"
+        ),
         _matrix(doc.sigma_tensor_S_per_cm, "            "),
-        "diffusion tensor (m^2/s)",
+        f"            principal values {_principal(doc.sigma_tensor_S_per_cm)}; anisotropy "
+        f"{_fmt(doc.anisotropy_ratio)}",
+        f"  others    log10 sigma: path {_fmt(doc.log10_sigma_path_S_per_cm)}, path with "
+        f"channel entropy {_fmt(doc.log10_sigma_path_entropic_S_per_cm)}, 3D homogenised "
+        f"{_fmt(doc.log10_sigma_homogenised_S_per_cm)}",
+        "diffusion tensor (m^2/s), 3D homogenised",
         _matrix(doc.diffusion_tensor_m2_per_s, "            "),
-        f"drag        t.gamma.t at saddle {_fmt(doc.drag_saddle_kg_per_s, 'kg/s')}; floor "
+        f"drag        t.gamma.t at saddle {_fmt(doc.drag_saddle_kg_per_s, 'kg/s')} (friction on "
+        f"the ion along its path, t the path's direction); floor "
         f"{_fmt(doc.drag_floor_kg_per_s, 'kg/s')}; elastic data: {doc.elastic_source or '-'}",
-        "Lambda (s^3/kg)",
+        "Lambda (s^3/kg): the framework's elastic response (Christoffel equation of the elastic "
+        "tensor) that turns the curvature H of U into the drag gamma = H Lambda H",
         _matrix(doc.lambda_s3_per_kg, "            "),
         f"dynamics    Kramers factor {_fmt(doc.kramers_factor)}; reduced friction "
         f"{_fmt(doc.reduced_friction)} ({doc.damping_regime or '-'}); barrier frequency "
@@ -684,7 +914,7 @@ def _show_text(run_id: str, doc: CandidateResult) -> str:
     ]
     if doc.activation_energy_eV is not None:
         lines.append(
-            f"arrhenius   Ea {_fmt(doc.activation_energy_eV, 'eV')}; prefactor "
+            f"arrhenius   Ea {_fmt(doc.activation_energy_eV, 'eV')} (of the headline); prefactor "
             f"{_fmt(doc.arrhenius_prefactor_S_K_per_cm, 'S K/cm')} over "
             f"{doc.arrhenius_temperatures_K} K"
         )
@@ -708,6 +938,13 @@ def _show_text(run_id: str, doc: CandidateResult) -> str:
             )
             if doc.universal_path and doc.universal_path.get("energy_eV"):
                 lines.append(f"U_chgnet(s) {_spark(doc.universal_path['energy_eV'])}")
+    if doc.band_gap_eV is not None:
+        lines.append(f"band gap    {_fmt(doc.band_gap_eV, 'eV')} (from the source)")
+    if doc.likely_electronic_conductor:
+        lines.append(
+            f"electronic  likely an electronic or mixed conductor, not an electrolyte: "
+            f"{doc.electronic_conductor_reason} (screening.electronic)"
+        )
     if doc.warnings:
         lines.append("warnings    " + "; ".join(doc.warnings))
     return "\n".join(lines)
@@ -722,7 +959,11 @@ def _show(args: argparse.Namespace) -> int:
     with closing(database.connect(db_path, read_only=True)) as conn:
         run_id, doc, candidate = database.load_document(conn, args.candidate_id, args.run_id)
         run = database.get_run(conn, run_id) or {}
-    print(_show_text(run_id, doc))
+    try:
+        parameters = json.loads(run.get("parameters_json") or "{}")
+    except ValueError:
+        parameters = {}
+    print(_show_text(run_id, doc, parameters))
     if args.png:
         note = _plot_png(args.png, doc, candidate, run.get("parameters_json"))
         print(f"plot        {args.png}" + (f" ({note})" if note else ""))
@@ -732,84 +973,10 @@ def _show(args: argparse.Namespace) -> int:
 def _plot_png(
     out: Path, doc: CandidateResult, candidate: Candidate | None, parameters_json: str | None
 ) -> str:
-    """U along the path and a slice of U through the saddle; returns a note for the user."""
-    if doc.status != "ok" or doc.path is None:
-        raise ValueError(f"{doc.candidate_id}: nothing to plot, the candidate was not scored")
-    import matplotlib
+    """U and the drag along the path and a slice of U (workflows.plots); returns a note."""
+    from workflows.plots import plot_candidate
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    note = ""
-    slice_data = None
-    if candidate is not None and candidate.ok and parameters_json:
-        from screening.parameters import ScreeningParameters
-        from screening.pipeline import analyse_candidate
-
-        stored = json.loads(parameters_json)  # fields of older versions are ignored
-        parameters = ScreeningParameters(
-            **{k: v for k, v in stored.items() if k in ScreeningParameters.model_fields}
-        )
-        with np.errstate(over="ignore", under="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            analysis = analyse_candidate(
-                candidate.structure,
-                parameters,
-                candidate_id=candidate.candidate_id,
-                mobile_ion=doc.ion,
-                elastic=candidate.elastic,
-            )
-        lattice = analysis.grid.lattice_matrix_A
-        frac = analysis.path.points_A @ np.linalg.inv(lattice)
-        saddle = int(np.argmax(analysis.path.energy_eV))
-        n_c = analysis.grid.shape[2]
-        k = round((frac[saddle, 2] % 1.0) * n_c) % n_c
-        energy = analysis.energy_grid_eV[:, :, k] - float(
-            np.min(analysis.energy_grid_eV[np.isfinite(analysis.energy_grid_eV)])
-        )
-        slice_data = (energy, frac % 1.0, k / n_c)
-        note = "slice of U recomputed from the stored structure"
-    else:
-        note = "no stored structure: slice of U not drawn"
-
-    figure, axes = plt.subplots(1, 2 if slice_data is not None else 1, figsize=(11, 4.2))
-    axes = np.atleast_1d(axes)
-    ax = axes[0]
-    ax.plot(doc.path.arc_length_A, doc.path.energy_eV, color="C0")
-    ax.set_xlabel("arc length s (Å)")
-    ax.set_ylabel("U(s) − min U (eV)", color="C0")
-    ax.set_title(f"{doc.candidate_id}: U along the percolating path")
-    if any(g > 0 for g in doc.path.gamma_parallel_kg_per_s):
-        twin = ax.twinx()
-        twin.semilogy(
-            doc.path.arc_length_A,
-            [max(g, 1e-30) for g in doc.path.gamma_parallel_kg_per_s],
-            color="C3",
-            alpha=0.7,
-        )
-        twin.set_ylabel("t·γ·t (kg/s)", color="C3")
-    if slice_data is not None:
-        energy, frac, c_frac = slice_data
-        finite = np.isfinite(energy)
-        ceiling = float(np.percentile(energy[finite], 60)) if finite.any() else 1.0
-        ceiling = max(ceiling, 2.0 * (doc.path_barrier_eV or 0.5))
-        image = np.ma.masked_invalid(np.where(finite, np.minimum(energy, ceiling), np.nan))
-        ax2 = axes[1]
-        shown = ax2.imshow(
-            image.T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis", aspect="equal"
-        )
-        ax2.plot(frac[:, 0], frac[:, 1], ".", color="white", markersize=2)
-        ax2.set_xlabel("fractional a")
-        ax2.set_ylabel("fractional b")
-        ax2.set_title(f"U − min U at c = {c_frac:.2f} (eV; dots: path, projected)")
-        figure.colorbar(shown, ax=ax2)
-    figure.tight_layout()
-    out = out.expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110, format="png")
-    plt.close(figure)
-    return note
+    return plot_candidate(out, doc, candidate, parameters_json)
 
 
 # --------------------------------------------------------------------------------------------
@@ -818,6 +985,9 @@ def _plot_png(
 
 
 def _validate(args: argparse.Namespace) -> int:
+    if _wants_param_help(args):
+        print(_params_text())
+        return 0
     parameters = _physics_parameters(args)
     _require_ml_extra(parameters)
     for path, what in ((args.cifs, "CIF folder"), (args.table, "table")):
@@ -830,20 +1000,26 @@ def _validate(args: argparse.Namespace) -> int:
     from screening.settings import get_settings
 
     cifs = Path(args.cifs).expanduser()
-    report = run_validation(
-        cifs,
-        Path(args.table).expanduser(),
-        parameters=parameters,
-        workers=args.workers or _default_workers(),
-        json_out=args.json,
-        png_out=args.png,
-        limit=args.limit,
-        progress=not args.quiet,
-        prepare_candidate=_elastic_preparation(parameters),
-        journal=args.journal or get_settings().validation_journal_path(cifs),
-        reuse_journal=not args.fresh,
-        fold=args.fold,
-    )
+    bar = None if args.quiet else _Bar("validating", unit="struct")
+    try:
+        report = run_validation(
+            cifs,
+            Path(args.table).expanduser(),
+            parameters=parameters,
+            workers=args.workers or _default_workers(),
+            json_out=args.json,
+            png_out=args.png,
+            limit=args.limit,
+            progress=False,
+            prepare_candidate=_elastic_preparation(parameters),
+            journal=args.journal or get_settings().validation_journal_path(cifs),
+            reuse_journal=not args.fresh,
+            on_progress=None if bar is None else bar.update,
+            fold=args.fold,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     print(report.summary_text())
     return 0
 
@@ -855,6 +1031,63 @@ def _elastic_preparation(parameters: Any) -> Any:
     from workflows.ml import candidate_with_chgnet_elastic
 
     return candidate_with_chgnet_elastic
+
+
+# --------------------------------------------------------------------------------------------
+# params
+# --------------------------------------------------------------------------------------------
+
+#: ScreeningParameters fields that have a dedicated option of their own.
+_DEDICATED_FLAGS: dict[str, str] = {
+    "temperature_K": "--temperature",
+    "grid_spacing_A": "--grid",
+    "ion": "--ion",
+    "arrhenius_temperatures_K": "--arrhenius",
+    "potential": "--potential",
+    "elastic": "--elastic",
+}
+
+
+def _params_text() -> str:
+    import textwrap
+
+    from screening.parameters import parameter_table
+
+    lines = [
+        "Physics parameters: --param KEY=VALUE in `iondrag screen` and `iondrag validate` "
+        "(repeatable; wins over the dedicated options; VALUE is JSON where it parses, e.g. "
+        "true, 0.3, [300,400]). Fields of ScreeningParameters, also ScreenMaker(KEY=...).",
+        "",
+    ]
+    for row in parameter_table():
+        facts = [row["type"]]
+        if row["unit"]:
+            facts.insert(0, row["unit"])
+        if row["bounds"]:
+            facts.append(row["bounds"])
+        flag = _DEDICATED_FLAGS.get(row["key"])
+        lines.append(
+            f"{row['key']} = {row['default']}  ({'; '.join(facts)})"
+            + (f"  [also {flag}]" if flag else "")
+        )
+        lines += textwrap.wrap(
+            row["description"], width=92, initial_indent="    ", subsequent_indent="    "
+        )
+    return "\n".join(lines)
+
+
+def _params(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        from screening.parameters import parameter_table
+
+        print(json.dumps(parameter_table(), indent=1, default=str))
+    else:
+        print(_params_text())
+    return 0
+
+
+def _wants_param_help(args: argparse.Namespace) -> bool:
+    return any(item.strip().lower() in ("help", "?") for item in getattr(args, "param", []))
 
 
 # --------------------------------------------------------------------------------------------

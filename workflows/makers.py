@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jobflow import Flow, Maker
+from pymatgen.core import Structure
 
 from screening.database import make_run_id
 from screening.parameters import ScreeningParameters
@@ -27,7 +28,10 @@ from screening.sources.base import Candidate
 from workflows.jobs import DEFAULT_TOP_N, fetch_candidates
 from workflows.schemas import SourceSpec
 
-__all__ = ["WORKFLOW_FIELDS", "ScreenMaker"]
+__all__ = ["WORKFLOW_FIELDS", "ScreenMaker", "as_candidates"]
+
+#: What ``ScreenMaker.make`` accepts as candidates built in Python.
+CandidateLike = Candidate | Structure | tuple[str, Structure]
 
 #: Fields of ScreenMaker that are not physics (not in ScreeningParameters).
 WORKFLOW_FIELDS: tuple[str, ...] = (
@@ -38,6 +42,48 @@ WORKFLOW_FIELDS: tuple[str, ...] = (
     "db_path",
     "top_n",
 )
+
+
+def as_candidates(items: Any) -> list[Candidate]:
+    """Turn a Structure, a Candidate, an ``(id, Structure)`` pair or a list of them into Candidates.
+
+    Structures get :meth:`Candidate.from_structure` ids (formula and structure hash); ids
+    must be unique within the list.
+    """
+    if isinstance(items, Candidate | Structure) or _is_pair(items):
+        items = [items]
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+        raise TypeError(
+            "candidates must be a Structure, a Candidate, an (id, Structure) pair or a "
+            f"list of them, not {type(items).__name__}"
+        )
+    candidates: list[Candidate] = []
+    for item in items:
+        if isinstance(item, Candidate):
+            candidates.append(item)
+        elif isinstance(item, Structure):
+            candidates.append(Candidate.from_structure(item))
+        elif _is_pair(item):
+            candidates.append(Candidate.from_structure(item[1], candidate_id=str(item[0])))
+        else:
+            raise TypeError(
+                "each candidate must be a Structure, a Candidate or an (id, Structure) "
+                f"pair, not {type(item).__name__}"
+            )
+    ids = [c.candidate_id for c in candidates]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"candidate ids must be unique, repeated: {', '.join(duplicates)}")
+    return candidates
+
+
+def _is_pair(item: Any) -> bool:
+    return (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], Structure)
+    )
 
 
 @dataclass
@@ -128,12 +174,13 @@ class ScreenMaker(Maker):
 
     def source_spec(
         self,
-        source: str = "embedded",
+        source: str | CandidateLike | Sequence[CandidateLike] = "embedded",
         path: str | Path | None = None,
         options: dict[str, Any] | None = None,
-        candidates: Sequence[Candidate] | None = None,
+        candidates: CandidateLike | Sequence[CandidateLike] | None = None,
     ) -> SourceSpec:
         """Return the canonical source of a screen (``ion`` filters embedded and CIF)."""
+        source, candidates = _split_source(source, candidates)
         options = dict(options or {})
         if self.ion is not None and source in ("embedded", "cif"):
             options.setdefault("ion", self.parameters().ion)
@@ -141,10 +188,10 @@ class ScreenMaker(Maker):
 
     def run_id(
         self,
-        source: str = "embedded",
+        source: str | CandidateLike | Sequence[CandidateLike] = "embedded",
         path: str | Path | None = None,
         options: dict[str, Any] | None = None,
-        candidates: Sequence[Candidate] | None = None,
+        candidates: CandidateLike | Sequence[CandidateLike] | None = None,
     ) -> str:
         """Return the deterministic run id of ``make`` with the same arguments."""
         spec = self.source_spec(source, path, options, candidates)
@@ -152,10 +199,10 @@ class ScreenMaker(Maker):
 
     def make(
         self,
-        source: str = "embedded",
+        source: str | CandidateLike | Sequence[CandidateLike] = "embedded",
         path: str | Path | None = None,
         options: dict[str, Any] | None = None,
-        candidates: Sequence[Candidate] | None = None,
+        candidates: CandidateLike | Sequence[CandidateLike] | None = None,
         run_id: str | None = None,
     ) -> Flow:
         """Build the flow of a screen.
@@ -163,14 +210,18 @@ class ScreenMaker(Maker):
         Parameters
         ----------
         source
-            ``"embedded"``, ``"mp"`` or ``"cif"`` (ignored when ``candidates`` is given).
+            ``"embedded"``, ``"mp"`` or ``"cif"`` (ignored when ``candidates`` is given);
+            or the candidates themselves, as for ``candidates``:
+            ``make(structure)``, ``make([s1, s2])``, ``make([("a", s1), ("b", s2)])``.
         path
             CIF file or folder, for ``"cif"`` (made absolute now).
         options
             Source options: MPQuery fields for ``"mp"`` (``elements``, ``chemsys``,
             ``energy_above_hull_max_eV``, ``num_sites_max``, ...).
         candidates
-            Candidates built in Python (e.g. generated variants) instead of a source.
+            Candidates built in Python instead of a source: a pymatgen ``Structure``, a
+            :class:`~screening.sources.base.Candidate`, an ``(id, Structure)`` pair, or a
+            list of them (Structures get ids from :meth:`Candidate.from_structure`).
         run_id
             Explicit run id; default: derived from the source and the parameters, so that
             rerunning the same screen resumes the same run.
@@ -185,6 +236,7 @@ class ScreenMaker(Maker):
         parameters = self.parameters()
         if self.chunk_size < 1 or self.workers < 1:
             raise ValueError("chunk_size and workers must be at least 1")
+        source, candidates = _split_source(source, candidates)
         spec = self.source_spec(source, path, options, candidates)
         run = run_id or make_run_id(spec.canonical(), parameters.fingerprint())
         fetch = fetch_candidates(
@@ -200,3 +252,12 @@ class ScreenMaker(Maker):
         )
         fetch.name = "fetch candidates"
         return Flow([fetch], output=fetch.output, name=self.name)
+
+
+def _split_source(source: Any, candidates: Any) -> tuple[str, list[Candidate] | None]:
+    """Let ``source`` carry the candidates (``make(structure)``) and normalise them."""
+    if not isinstance(source, str):
+        if candidates is not None:
+            raise ValueError("give the candidates either as source or as candidates=, not both")
+        return "embedded", as_candidates(source)
+    return source, None if candidates is None else as_candidates(candidates)

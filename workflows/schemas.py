@@ -26,6 +26,10 @@ __all__ = [
 
 SourceKind = Literal["embedded", "mp", "cif", "candidates"]
 
+#: Options that change how candidates are fetched, not which: left out of the run id
+#: (``refresh``: ask the Materials Project again instead of the local cache).
+LOAD_ONLY_OPTIONS: frozenset[str] = frozenset({"refresh"})
+
 
 class SourceSpec(BaseModel):
     """Where the candidates of a screen come from; its canonical form names the run.
@@ -74,6 +78,7 @@ class SourceSpec(BaseModel):
         options = {
             key: sorted(value) if isinstance(value, list | tuple | set) else value
             for key, value in sorted(self.options.items())
+            if key not in LOAD_ONLY_OPTIONS
         }
         return {
             "source": self.source,

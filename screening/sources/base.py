@@ -112,6 +112,48 @@ class Candidate(BaseModel):
             self.formula = self.structure.composition.reduced_formula
         return self
 
+    @classmethod
+    def from_structure(
+        cls,
+        structure: Structure,
+        candidate_id: str | None = None,
+        *,
+        mobile_ion: str | None = None,
+        elastic: ElasticInput | None = None,
+        experimental_sigma_S_per_cm: float | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> Candidate:
+        """Wrap a pymatgen Structure built in Python (source ``"structure"``).
+
+        Parameters
+        ----------
+        structure
+            The crystal to screen (a copy is kept; occupancies are kept as disorder).
+        candidate_id
+            Stable id; default ``<reduced formula>-<first 8 hex of the structure's hash>``,
+            so that the same structure gets the same id (and a rerun resumes its run).
+        mobile_ion, elastic, experimental_sigma_S_per_cm, provenance
+            As the fields of the same name (default: the structure's own alkali ion, no
+            elastic data, so elastic moduli are estimated).
+        """
+        if not isinstance(structure, Structure):
+            raise TypeError(f"expected a pymatgen Structure, got {type(structure).__name__}")
+        structure = structure.copy()
+        if candidate_id is None:
+            digest = hashlib.sha256(
+                json.dumps(structure.as_dict(), sort_keys=True, default=str).encode()
+            ).hexdigest()[:8]
+            candidate_id = f"{structure.composition.reduced_formula}-{digest}"
+        return cls(
+            candidate_id=str(candidate_id),
+            source="structure",
+            structure=structure,
+            mobile_ion=mobile_ion,
+            elastic=elastic,
+            experimental_sigma_S_per_cm=experimental_sigma_S_per_cm,
+            provenance=dict(provenance or {"created_utc": utc_now_iso()}),
+        )
+
     def fingerprint(self) -> str:
         """Short hash of what is screened: source, id, structure and elastic input.
 

@@ -129,3 +129,16 @@ def test_point_force_stiffness_limits():
     assert 3.0 < point_force_stiffness_eV_per_A2(80.0, 50.0, 1.3) < 12.0
     with pytest.raises(ValueError):
         point_force_stiffness_eV_per_A2(80.0, -1.0, 1.0)
+
+
+def test_stored_lebedev_rule_is_scipys_bit_for_bit():
+    from scipy.integrate import lebedev_rule
+
+    from screening.elastic import DEFAULT_LEBEDEV_ORDER, lebedev_points
+
+    points, weights = lebedev_points(DEFAULT_LEBEDEV_ORDER)
+    expected_points, expected_weights = lebedev_rule(DEFAULT_LEBEDEV_ORDER)
+    assert points.dtype == expected_points.dtype == np.float64
+    assert np.array_equal(points, expected_points) and np.array_equal(weights, expected_weights)
+    other_points, _ = lebedev_points(7)  # not stored: from scipy
+    assert np.array_equal(other_points, lebedev_rule(7)[0])

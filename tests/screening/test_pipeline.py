@@ -240,3 +240,22 @@ def test_polycrystal_averages_of_the_principal_conductivities():
     assert log10["harmonic"] < log10["geometric"] < log10["arithmetic"]
     assert log10["harmonic"] < log10["bruggeman"] < log10["arithmetic"]
     assert len({r.barrier_eV for r in results.values()}) == 1  # the average touches sigma only
+
+
+def test_electronic_conductor_flag_and_band_gap_reach_the_result():
+    from screening.sources.embedded import load_embedded_candidates
+
+    (spinel,) = load_embedded_candidates(ids=["liti2o4-fd3m"])
+    result, _ = score_candidate(spinel, ScreeningParameters(**FAST))
+    assert result.status == "ok", result.error
+    assert result.likely_electronic_conductor is True
+    assert "mixed valence Ti" in (result.electronic_conductor_reason or "")
+    assert result.ranking_row()["likely_electronic_conductor"] is True
+    gapped = Candidate(
+        candidate_id="li3n",
+        source="structure",
+        structure=_li3n(),
+        provenance={"band_gap_eV": 1.0},
+    )
+    result, _ = score_candidate(gapped, ScreeningParameters(**FAST))
+    assert result.band_gap_eV == 1.0 and result.likely_electronic_conductor is False

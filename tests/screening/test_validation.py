@@ -27,6 +27,7 @@ from screening.units import KB_EV_PER_K
 from screening.validation import (
     ABLATIONS,
     DATA_ATTRIBUTION,
+    ValidationReport,
     auc_mann_whitney,
     censored_best_shift,
     censored_errors,
@@ -561,11 +562,24 @@ def synthetic_report(
     return report, json_out, png_out
 
 
+def synthetic_set_table_name(report: Any) -> str:
+    return Path(report.inputs["table_csv"]).name
+
+
+def test_data_attribution_names_obelix_only_for_obelix(tmp_path: Path) -> None:
+    report = ValidationReport([], {}, FAST, {"table_csv": "/x/obelix-train/train.csv"}, 0.0)
+    assert report.data_attribution == DATA_ATTRIBUTION
+    other = ValidationReport([], {}, FAST, {"table_csv": str(tmp_path / "mine.csv")}, 0.0)
+    assert other.data_attribution == "table mine.csv"
+
+
 def test_synthetic_end_to_end(synthetic_report: tuple[Any, Path, Path]) -> None:
     report, json_out, png_out = synthetic_report
     doc = json_strict(json_out.read_text())
     assert set(doc) >= CONTRACT_KEYS
-    assert doc["data_attribution"] == DATA_ATTRIBUTION
+    # a table that is not OBELiX is not attributed to OBELiX
+    assert doc["data_attribution"] == f"table {synthetic_set_table_name(report)}"
+    assert "OBELiX" not in report.summary_text()
     assert [r["id"] for r in doc["per_structure"]] == sorted(
         ["LiF", "LiCl", "Li2O", "Li2S", "MgO", "garbage"]
     )
@@ -809,3 +823,43 @@ def test_an_unwritable_journal_warns_and_the_run_goes_on(
             cifs, table, parameters=FAST, limit=2, journal=blocker / "journal.jsonl"
         )
     assert report.n_scored == 2 and "journal_error" in report.inputs
+
+
+def _parity_records() -> list[dict[str, Any]]:
+    rng = np.random.default_rng(3)
+    records = []
+    for i in range(24):
+        measured = float(rng.uniform(-9.0, -2.0))
+        records.append(
+            {
+                "id": f"s{i}",
+                "formula": "LiX",
+                "family": ["oxide", "sulfide", "halide"][i % 3],
+                "log10_sigma_exp": measured,
+                "sigma_exp_text": "",
+                "upper_bound": i == 5,
+                "log10_sigma_pred": measured + float(rng.normal(0.0, 1.0)),
+                "error": None,
+            }
+        )
+    records[0]["log10_sigma_pred"] = -41.0  # one wild prediction
+    records[1]["log10_sigma_pred"] = 3.0
+    return records
+
+
+def test_parity_axes_follow_the_measurements_not_a_wild_prediction(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from screening.validation import parity_limits, plot_parity
+
+    records = _parity_records()
+    low, high = parity_limits(records)
+    measured = [r["log10_sigma_exp"] for r in records]
+    assert low == pytest.approx(min(measured) - 1.5) and high == pytest.approx(max(measured) + 1)
+    report = ValidationReport(records, {}, FAST, {"table_csv": "t.csv"}, 1.0)
+    out = plot_parity(report, tmp_path / "parity.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the figure the function drew: axes limits are the measured range
+    import matplotlib.image
+
+    image = matplotlib.image.imread(out)
+    assert image.shape[0] > 500 and image.shape[1] > 500

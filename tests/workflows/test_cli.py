@@ -115,7 +115,14 @@ def test_show_prints_tensors_and_writes_a_png(screened) -> None:
     png = screened["tmp"] / "li2o.png"
     shown = run_cli(["show", "li2o-fm3m", "--db", screened["db"], "--png", png], screened["env"])
     assert shown.returncode == 0, shown.stderr
-    for text in ("barriers", "sigma tensor (S/cm)", "diffusion tensor", "Lambda", "U(s)", "3D"):
+    for text in (
+        "barriers",
+        "single-crystal sigma (S/cm",
+        "diffusion tensor",
+        "Lambda",
+        "U(s)",
+        "3D",
+    ):
         assert text in shown.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     failed = run_cli(["show", "broken", "--db", screened["db"]], screened["env"])
