@@ -254,7 +254,7 @@ def composition_features(composition: Composition, ion: str = "Li") -> dict[str,
         listed += fraction
     out["ion_fraction"] = amounts.get(ion, 0.0) / total
     out["n_elements"] = float(len(symbols))
-    out["fraction_other"] = max(0.0, 1.0 - listed)
+    out["fraction_other"] = max(0.0, 1.0 - listed) if 1.0 - listed > 1e-9 else 0.0
     return out
 
 
@@ -564,10 +564,12 @@ class AnchoredRegressor:
     residual
         An unfitted scikit-learn regressor for the other columns.
     clip
-        Range of the anchor used in the line (log10 S/cm).
+        Range of the anchor used in the line (log10 S/cm): above 1 S/cm no Li conductor is
+        measured, below 1e-20 S/cm nothing is measurable, so the line does not follow the
+        headline's tails (which reach 1e-60 S/cm where BVSE overestimates barriers).
     """
 
-    def __init__(self, anchor: int, residual: Any, clip: tuple[float, float] = (-25.0, 2.0)):
+    def __init__(self, anchor: int, residual: Any, clip: tuple[float, float] = (-20.0, 0.0)):
         self.anchor = anchor
         self.residual = residual
         self.clip = clip
@@ -686,7 +688,7 @@ class NearestNeighbourDomain:
     """Out-of-domain check: distance to the nearest training point in scaled feature space.
 
     Features are centred on the training median and divided by the interquartile range
-    (1 where it is 0); NaN counts as the median. The threshold is the ``percentile`` of
+    (the standard deviation where that is 0, else 1); NaN counts as the median. The threshold is the ``percentile`` of
     the training points' leave-one-out nearest-neighbour distances.
     """
 
@@ -702,7 +704,9 @@ class NearestNeighbourDomain:
         center = np.nanmedian(x, axis=0)
         center = np.where(np.isfinite(center), center, 0.0)
         q75, q25 = np.nanpercentile(x, 75, axis=0), np.nanpercentile(x, 25, axis=0)
-        scale = np.where(np.isfinite(q75 - q25) & (q75 - q25 > 0), q75 - q25, 1.0)
+        iqr, std = q75 - q25, np.nanstd(x, axis=0)
+        tiny = 1e-6 * np.maximum(1.0, np.abs(center))  # round-off, not spread
+        scale = np.where(np.isfinite(iqr) & (iqr > tiny), iqr, np.where(std > tiny, std, 1.0))
         train = cls._scaled(x, center, scale)
         d = _pairwise(train, train)
         np.fill_diagonal(d, np.inf)

@@ -538,6 +538,9 @@ def _screen(args: argparse.Namespace) -> int:
         if not ids:
             raise UsageError(f"--ids needs candidate ids, got {args.ids!r}")
     _require_ml_extra(parameters)
+    model = _load_learned(args.model, parameters, quiet=args.quiet)
+    if model is None and args.rank_by == "learned":
+        raise UsageError("--rank-by learned needs a model (--model MODEL)")
     if source == "mp":
         from pydantic import ValidationError
 
@@ -598,7 +601,6 @@ def _screen(args: argparse.Namespace) -> int:
         ranking = database.read_ranking(conn, run_id)
         failures = database.failure_counts(conn, run_id)
         run = database.get_run(conn, run_id) or {}
-    model = _load_learned(args.model, parameters, quiet=args.quiet)
     if model is not None:
         from workflows.learn import annotate_run, format_ranking_learned, rank_by_learned
 
@@ -608,8 +610,6 @@ def _screen(args: argparse.Namespace) -> int:
         if args.rank_by == "learned":
             ranking = rank_by_learned(ranking)
         format_ranking = format_ranking_learned
-    elif args.rank_by == "learned":
-        raise UsageError("--rank-by learned needs a model (--model MODEL)")
     if args.json:
         _write_json(args.json, records(ranking))
     if not args.quiet:

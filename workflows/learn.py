@@ -464,9 +464,12 @@ def describe(model: LearnedModel, *, default: bool) -> str:
     m = cv.get("physics_scored_structures", {})
     notes = model.meta.get("load_notes") or []
     which = "default learned model" if default else "learned model"
+    spear, mae = m.get("spearman"), m.get("mae_log10")
     text = (
-        f"{which} {model.meta.get('path')} (grouped-CV Spearman {m.get('spearman')}, "
-        f"censored MAE {m.get('mae_log10')} decades, {model.coverage:.0%} intervals"
+        f"{which} {model.meta.get('path')} (family-grouped CV: Spearman "
+        f"{'-' if spear is None else f'{spear:.2f}'}, censored MAE "
+        f"{'-' if mae is None else f'{mae:.2f}'} decades; {model.coverage:.0%} intervals "
+        f"+-{model.halfwidth_log10:.1f}"
         f"{'; --model none turns it off' if default else ''})"
     )
     if notes:
