@@ -688,8 +688,9 @@ class NearestNeighbourDomain:
     """Out-of-domain check: distance to the nearest training point in scaled feature space.
 
     Features are centred on the training median and divided by the interquartile range
-    (the standard deviation where that is 0, else 1); NaN counts as the median. The threshold is the ``percentile`` of
-    the training points' leave-one-out nearest-neighbour distances.
+    (the standard deviation where that is 0, else 1); NaN counts as the median. The
+    threshold is the ``percentile`` of the training points' leave-one-out nearest-neighbour
+    distances.
     """
 
     center: np.ndarray
