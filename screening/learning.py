@@ -281,7 +281,8 @@ def structure_features(
     n_atoms = float(composition.num_atoms)
     volume = float(structure.volume)
     features["volume_per_atom_A3"] = volume / n_atoms if n_atoms > 0 else math.nan
-    features["density_g_per_cm3"] = float(structure.density)
+    # amu / A^3 -> g / cm^3 (Structure.density, without its unit objects)
+    features["density_g_per_cm3"] = float(composition.weight) * 1.66053906660 / volume
     if space_group_number is None:
         try:
             from pymatgen.symmetry.analyzer import SpacegroupAnalyzer

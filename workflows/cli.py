@@ -538,7 +538,7 @@ def _screen(args: argparse.Namespace) -> int:
         if not ids:
             raise UsageError(f"--ids needs candidate ids, got {args.ids!r}")
     _require_ml_extra(parameters)
-    model = _load_learned(args.model, parameters, quiet=args.quiet)
+    model = _load_learned(args.model, parameters)  # a bad model file fails before the run
     if model is None and args.rank_by == "learned":
         raise UsageError("--rank-by learned needs a model (--model MODEL)")
     if source == "mp":
@@ -610,6 +610,8 @@ def _screen(args: argparse.Namespace) -> int:
         if args.rank_by == "learned":
             ranking = rank_by_learned(ranking)
         format_ranking = format_ranking_learned
+        if not args.quiet:
+            _announce(model, args.model)
     if args.json:
         _write_json(args.json, records(ranking))
     if not args.quiet:
@@ -890,7 +892,7 @@ def _validate(args: argparse.Namespace) -> int:
     from screening.settings import get_settings
 
     cifs = Path(args.cifs).expanduser()
-    model = _load_learned(args.model, parameters, quiet=False)
+    model = _load_learned(args.model, parameters)
     report = run_validation(
         cifs,
         Path(args.table).expanduser(),
@@ -908,6 +910,7 @@ def _validate(args: argparse.Namespace) -> int:
         from screening.validation import evaluate_records, plot_parity
         from workflows.learn import add_learned_to_records
 
+        _announce(model, args.model)
         add_learned_to_records(report.per_structure, cifs, model)
         report.metrics = evaluate_records(
             report.per_structure, temperature_K=parameters.temperature_K
@@ -920,17 +923,19 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_learned(value: str | None, parameters: Any, *, quiet: bool) -> Any:
-    """Return the learned model of ``--model`` (default: the shipped one), saying so in one line."""
-    from workflows.learn import describe, load_model, resolve_model
+def _load_learned(value: str | None, parameters: Any) -> Any:
+    """Return the learned model of ``--model`` (default: the shipped one; ``none``: None)."""
+    from workflows.learn import load_model, resolve_model
 
     path = resolve_model(value)
-    if path is None:
-        return None
-    model = load_model(path, parameters)
-    if not quiet:
-        print(f"{PROG}: {describe(model, default=value is None)}", file=sys.stderr)
-    return model
+    return None if path is None else load_model(path, parameters)
+
+
+def _announce(model: Any, value: str | None) -> None:
+    """Say in one line (stderr) which learned model was used, and any warning."""
+    from workflows.learn import describe
+
+    print(f"{PROG}: {describe(model, default=value is None)}", file=sys.stderr)
 
 
 def _learn(args: argparse.Namespace) -> int:

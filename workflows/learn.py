@@ -14,6 +14,7 @@ attribution), iondrag's version and parameters, features, CV figures.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -107,6 +108,28 @@ def _record_of_result(result: CandidateResult) -> dict[str, Any]:
     return record
 
 
+@functools.cache
+def _symbol_number(symbol: str) -> int | None:
+    from pymatgen.symmetry.groups import SpaceGroup
+
+    try:
+        return int(SpaceGroup(symbol).int_number)
+    except Exception:  # an unknown setting: spglib decides
+        return None
+
+
+def _space_group_number(value: Any) -> int | None:
+    """Space-group number from a candidate's provenance (a dict with ``number``, or a symbol)."""
+    if isinstance(value, dict):
+        number = value.get("number")
+        if number is None and value.get("symbol"):
+            return _symbol_number(str(value["symbol"]))
+        return None if number is None else int(number)
+    if isinstance(value, str) and value.strip():
+        return _symbol_number(value.strip())
+    return None
+
+
 def candidate_features(
     candidate: Candidate | None,
     record: Mapping[str, Any] | None,
@@ -120,9 +143,8 @@ def candidate_features(
 
     features: dict[str, float] = {}
     structure = None if candidate is None else candidate.structure
-    if structure is not None:
-        space_group = (candidate.provenance.get("space_group") or {}) if candidate else {}
-        number = space_group.get("number") if isinstance(space_group, dict) else None
+    if structure is not None and candidate is not None:
+        number = _space_group_number(candidate.provenance.get("space_group"))
         features.update(learning.composition_features(structure.composition, ion))
         features.update(learning.structure_features(structure, ion, number))
     elif formula:
