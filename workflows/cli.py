@@ -908,9 +908,12 @@ def _validate(args: argparse.Namespace) -> int:
     )
     if model is not None:
         from screening.validation import evaluate_records, plot_parity
-        from workflows.learn import add_learned_to_records
+        from workflows.learn import add_learned_to_records, in_sample_note
 
         _announce(model, args.model)
+        note = in_sample_note(model, Path(args.table).expanduser())
+        if note:
+            print(f"{PROG}: warning: {note}", file=sys.stderr)
         add_learned_to_records(report.per_structure, cifs, model)
         report.metrics = evaluate_records(
             report.per_structure, temperature_K=parameters.temperature_K

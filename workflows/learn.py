@@ -603,6 +603,16 @@ def format_ranking_learned(frame: pd.DataFrame, top: int = 20) -> str:
     return "\n".join(f"{line:<{width}}  {e}" for line, e in zip(base, extra, strict=True))
 
 
+def in_sample_note(model: LearnedModel, table_csv: Path) -> str | None:
+    """Return a warning when the model was trained on this very table (in-sample figures)."""
+    if model.meta.get("data", {}).get("table_sha256") != _sha256(Path(table_csv)):
+        return None
+    return (
+        "the learned model was trained on this table: its row in the table below is "
+        "in-sample; its family-grouped CV figures are in the model's .json sidecar"
+    )
+
+
 def add_learned_to_records(
     records: list[dict[str, Any]], cifs_dir: Path, model: LearnedModel
 ) -> None:
