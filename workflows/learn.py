@@ -468,7 +468,9 @@ def load_model(path: Path, parameters: ScreeningParameters | None = None) -> Lea
             f"running {sklearn.__version__}"
         )
     if meta.get("code_fingerprint") != code_fingerprint():
-        notes.append("the physics code changed since training (retrain to follow it)")
+        notes.append(
+            "the physics code or its libraries changed since training (retrain: docs/learning.md)"
+        )
     if parameters is not None:
         trained = meta.get("parameters") or {}
         now = parameters.model_dump(mode="json")
