@@ -928,10 +928,19 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _load_learned(value: str | None, parameters: Any) -> Any:
     """Return the learned model of ``--model`` (default: the shipped one; ``none``: None)."""
-    from workflows.learn import load_model, resolve_model
+    from workflows.learn import ModelFileError, load_model, resolve_model
 
     path = resolve_model(value)
-    return None if path is None else load_model(path, parameters)
+    if path is None:
+        return None
+    try:
+        return load_model(path, parameters)
+    except ModelFileError as error:
+        if value is not None:
+            raise
+        # the shipped model no longer fits this iondrag: the physics still runs
+        print(f"{PROG}: warning: default learned model not used: {error}", file=sys.stderr)
+        return None
 
 
 def _announce(model: Any, value: str | None) -> None:

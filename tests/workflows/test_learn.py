@@ -155,3 +155,18 @@ def test_learn_retrains_on_a_small_obelix_subset_and_validate_reports_it(
     assert doc["inputs"]["n_reused_from_journal"] == len(subset)
     scored = [r for r in doc["per_structure"] if r["error"] is None]
     assert all(isinstance(r["log10_sigma_learned"], float) for r in scored)
+
+
+def test_a_broken_default_model_warns_and_the_screen_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workflows import cli, learn
+
+    junk = tmp_path / "junk.joblib"
+    junk.write_bytes(b"not a model")
+    monkeypatch.setattr(learn, "default_model_path", lambda: junk)
+    assert cli._load_learned(None, ScreeningParameters()) is None
+    assert "default learned model not used" in capsys.readouterr().err
+    with pytest.raises(ModelFileError):  # a model named on the command line is refused
+        cli._load_learned(str(junk), ScreeningParameters())
+    assert cli._load_learned("none", ScreeningParameters()) is None
