@@ -113,7 +113,9 @@ def _symbol_number(symbol: str) -> int | None:
     from pymatgen.symmetry.groups import SpaceGroup
 
     try:
-        return int(SpaceGroup(symbol).int_number)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Full symbol not available, falling back ..."
+            return int(SpaceGroup(symbol).int_number)
     except Exception:  # an unknown setting: spglib decides
         return None
 
@@ -402,7 +404,7 @@ def run_learn(
             "both_minus_physics": difference_physics,
             "bootstrap": f"paired over the physics-scored structures, {n_resamples} resamples",
         },
-        "command": RETRAIN_COMMAND,
+        "retrain_command": RETRAIN_COMMAND,
         "limits": "Li conductors at room temperature (OBELiX); the learned value is a "
         "statistical estimate beside the physics, not a replacement",
     }
