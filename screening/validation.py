@@ -694,6 +694,14 @@ OPTIONAL_PREDICTORS: tuple[Predictor, ...] = (
         "(structures where CHGNet failed are left out)",
         missing_is_infinite=False,
     ),
+    Predictor(
+        "learned",
+        "log10_sigma_learned",
+        "log10_sigma",
+        "(h) the learned model (iondrag learn, docs/learning.md): physics descriptors and "
+        "composition; in-sample for structures it was trained on",
+        missing_is_infinite=False,
+    ),
 )
 
 
@@ -949,6 +957,15 @@ _RESULT_FIELDS: dict[str, str] = {
     "log10_sigma_universal_S_per_cm": "log10_sigma_universal_S_per_cm",
     "barrier_universal_eV": "barrier_universal_eV",
     "universal_error_cause": "universal_error_cause",
+    # further descriptors of the learned model (screening/learning.py)
+    "path_barrier_eV": "path_barrier_eV",
+    "carrier_density_per_m3": "carrier_density_per_m3",
+    "region_weight_fraction": "region_weight_fraction",
+    "drag_saddle_kg_per_s": "drag_saddle_kg_per_s",
+    "bulk_modulus_GPa": "bulk_modulus_GPa",
+    "shear_modulus_GPa": "shear_modulus_GPa",
+    "reduced_friction": "reduced_friction",
+    "activation_energy_eV": "activation_energy_eV",
 }
 
 

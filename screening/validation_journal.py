@@ -32,6 +32,11 @@ from screening.parameters import ScreeningParameters
 TRANSIENT_CAUSES = frozenset({"worker_crashed"})
 
 
+#: Modules of ``screening`` that no record depends on (the learned model reads records, it
+#: does not make them): editing them keeps the journal valid, so ``iondrag learn`` reruns in
+#: seconds while its own code changes.
+NOT_SCORING_MODULES = frozenset({"learning.py"})
+
 #: Libraries whose version enters the key (a new release may change a structure's numbers).
 KEYED_LIBRARIES = ("numpy", "scipy", "pymatgen", "spglib", "chgnet", "torch")
 
@@ -40,9 +45,9 @@ KEYED_LIBRARIES = ("numpy", "scipy", "pymatgen", "spglib", "chgnet", "torch")
 def code_fingerprint() -> str:
     """Return a digest of iondrag's science code, its data and its libraries' versions (hex).
 
-    Covers every ``.py`` file of the ``screening`` package, the force-field tables of the
-    data folder and the installed versions of :data:`KEYED_LIBRARIES`: records scored by
-    other code are never reused.
+    Covers every ``.py`` file of the ``screening`` package but :data:`NOT_SCORING_MODULES`,
+    the force-field tables of the data folder and the installed versions of
+    :data:`KEYED_LIBRARIES`: records scored by other code are never reused.
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -53,7 +58,11 @@ def code_fingerprint() -> str:
         except PackageNotFoundError:
             digest.update(f"{library} absent".encode())
     package = Path(__file__).resolve().parent
-    files = sorted(package.rglob("*.py")) + sorted((data_dir() / "forcefield").rglob("*"))
+    files = [
+        path
+        for path in sorted(package.rglob("*.py"))
+        if path.relative_to(package).as_posix() not in NOT_SCORING_MODULES
+    ] + sorted((data_dir() / "forcefield").rglob("*"))
     for path in files:
         if path.is_file():
             digest.update(path.relative_to(path.parents[1]).as_posix().encode())

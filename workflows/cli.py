@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--top", type=_positive_int, default=20, help="rows printed (default 20)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     _add_param_option(run, "site_exclusion_radius_A=0")
+    _add_model_options(run, rank_by=True)
     screen.set_defaults(handler=_screen)
 
     query = commands.add_parser(
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_param_option(validate, "polycrystal_average=bruggeman")
+    _add_model_options(validate, rank_by=False)
     validate.set_defaults(handler=_validate)
 
     params = commands.add_parser(
@@ -238,7 +240,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     params.add_argument("--format", choices=("text", "json"), default="text")
     params.set_defaults(handler=_params)
+    _add_learn_parser(commands, common)
     return parser
+
+
+def _add_model_options(group: Any, *, rank_by: bool) -> None:
+    """``--model`` (and ``--rank-by``) of screen and validate (issue 18, docs/learning.md)."""
+    group.add_argument(
+        "--model",
+        default=None,
+        help="learned model file (from iondrag learn) adding log10_sigma_learned with its "
+        "interval; default: the shipped model; 'none' turns it off",
+    )
+    if rank_by:
+        group.add_argument(
+            "--rank-by",
+            choices=("physics", "learned"),
+            default="physics",
+            help="order of the printed table and JSON (default physics, the headline)",
+        )
+
+
+def _add_learn_parser(commands: Any, common: Any) -> None:
+    learn = commands.add_parser(
+        "learn",
+        parents=[common],
+        help="fit a model on measured conductivities with the physics as descriptors",
+        description="Score the CIFs with the screen's physics (validate's journal is reused), "
+        "join the measured conductivities and fit a model on physics descriptors plus "
+        "composition; report family-grouped cross-validation (docs/learning.md).",
+    )
+    learn.add_argument("--cifs", type=Path, required=True, help="folder of <ID>.cif")
+    learn.add_argument("--table", type=Path, required=True, help="CSV of measurements")
+    learn.add_argument("--out", type=Path, required=True, help="model file to write (.joblib)")
+    learn.add_argument("--workers", type=_positive_int, default=None)
+    learn.add_argument("--limit", type=_positive_int, default=None, help="first N CIFs only")
+    learn.add_argument("--temperature", type=_float, default=300.0, help="K (default 300)")
+    learn.add_argument("--grid", type=_float, default=0.2, help="Å (default 0.2)")
+    learn.add_argument("--ion", help="mobile species (default: each candidate's own)")
+    learn.add_argument("--estimator", choices=("forest", "boosting"), default="forest")
+    learn.add_argument(
+        "--rows",
+        choices=("all", "cif"),
+        default="cif",
+        help="train on the rows with a CIF (default) or on every table row (physics and "
+        "occupancy missing without a CIF; ranked lower in the grouped CV, docs/learning.md)",
+    )
+    learn.add_argument("--folds", type=_positive_int, default=5, help="grouped CV folds")
+    learn.add_argument("--coverage", type=_float, default=0.9, help="interval coverage")
+    learn.add_argument("--journal", type=Path, help="validate's journal (default as validate)")
+    learn.add_argument("--fresh", action="store_true", help="score everything again")
+    learn.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_param_option(learn, "polycrystal_average=bruggeman")
+    learn.set_defaults(handler=_learn)
 
 
 def _add_param_option(group: Any, example: str) -> None:
@@ -565,6 +619,9 @@ def _screen(args: argparse.Namespace) -> int:
         if not ids:
             raise UsageError(f"--ids needs candidate ids, got {args.ids!r}")
     _require_ml_extra(parameters)
+    model = _load_learned(args.model, parameters)  # a bad model file fails before the run
+    if model is None and args.rank_by == "learned":
+        raise UsageError("--rank-by learned needs a model (--model MODEL)")
     if source == "mp":
         from pydantic import ValidationError
 
@@ -633,6 +690,17 @@ def _screen(args: argparse.Namespace) -> int:
         failures = database.failure_counts(conn, run_id)
         run = database.get_run(conn, run_id) or {}
         now = _invocation_counts(conn, run_id, since)
+    if model is not None:
+        from workflows.learn import annotate_run, format_ranking_learned, rank_by_learned
+
+        annotate_run(db_path, run_id, model)
+        with closing(database.connect(db_path)) as conn:
+            ranking = database.read_ranking(conn, run_id)
+        if args.rank_by == "learned":
+            ranking = rank_by_learned(ranking)
+        format_ranking = format_ranking_learned
+        if not args.quiet:
+            _announce(model, args.model)
     if args.json:
         _write_json(args.json, records(ranking))
     if not args.quiet:
@@ -1000,6 +1068,7 @@ def _validate(args: argparse.Namespace) -> int:
     from screening.settings import get_settings
 
     cifs = Path(args.cifs).expanduser()
+    model = _load_learned(args.model, parameters)
     bar = None if args.quiet else _Bar("validating", unit="struct")
     try:
         report = run_validation(
@@ -1007,8 +1076,8 @@ def _validate(args: argparse.Namespace) -> int:
             Path(args.table).expanduser(),
             parameters=parameters,
             workers=args.workers or _default_workers(),
-            json_out=args.json,
-            png_out=args.png,
+            json_out=None if model else args.json,
+            png_out=None if model else args.png,
             limit=args.limit,
             progress=False,
             prepare_candidate=_elastic_preparation(parameters),
@@ -1020,7 +1089,77 @@ def _validate(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if model is not None:
+        from screening.validation import evaluate_records, plot_parity
+        from workflows.learn import add_learned_to_records, in_sample_note
+
+        _announce(model, args.model)
+        note = in_sample_note(model, Path(args.table).expanduser())
+        if note:
+            print(f"{PROG}: warning: {note}", file=sys.stderr)
+        add_learned_to_records(report.per_structure, cifs, model)
+        report.metrics = evaluate_records(
+            report.per_structure, temperature_K=parameters.temperature_K
+        )
+        if args.json:
+            report.write_json(args.json)
+        if args.png:
+            plot_parity(report, args.png)
     print(report.summary_text())
+    return 0
+
+
+def _load_learned(value: str | None, parameters: Any) -> Any:
+    """Return the learned model of ``--model`` (default: the shipped one; ``none``: None)."""
+    from workflows.learn import ModelFileError, load_model, resolve_model
+
+    path = resolve_model(value)
+    if path is None:
+        return None
+    try:
+        return load_model(path, parameters)
+    except ModelFileError as error:
+        if value is not None:
+            raise
+        # the shipped model no longer fits this iondrag: the physics still runs
+        print(f"{PROG}: warning: default learned model not used: {error}", file=sys.stderr)
+        return None
+
+
+def _announce(model: Any, value: str | None) -> None:
+    """Say in one line (stderr) which learned model was used, and any warning."""
+    from workflows.learn import describe
+
+    print(f"{PROG}: {describe(model, default=value is None)}", file=sys.stderr)
+
+
+def _learn(args: argparse.Namespace) -> int:
+    parameters = _physics_parameters(args)
+    for path, what in ((args.cifs, "CIF folder"), (args.table, "table")):
+        if not Path(path).expanduser().exists():
+            raise FileNotFoundError(f"{what} does not exist: {path}")
+    if not 0.0 < args.coverage < 1.0:
+        raise UsageError(f"--coverage must lie between 0 and 1, got {args.coverage}")
+    from screening.settings import get_settings
+    from workflows.learn import run_learn, summary_text
+
+    cifs = Path(args.cifs).expanduser()
+    meta = run_learn(
+        cifs,
+        Path(args.table).expanduser(),
+        Path(args.out).expanduser(),
+        parameters=parameters,
+        workers=args.workers or _default_workers(),
+        journal=args.journal or get_settings().validation_journal_path(cifs),
+        reuse_journal=not args.fresh,
+        kind=args.estimator,
+        rows_used=args.rows,
+        n_splits=args.folds,
+        coverage=args.coverage,
+        limit=args.limit,
+        progress=not args.quiet,
+    )
+    print(summary_text(meta, Path(args.out).expanduser()))
     return 0
 
 
