@@ -16,14 +16,15 @@ independent Gaussian noise of ``--sigma`` on every site's fractional coordinates
   structures, and whether the noise biases the barriers upward (mean dE with a 95 %
   bootstrap interval over structures, replicas of a structure resampled together).
 
-The noise here is independent on every site of the P1 cell, which breaks the symmetry. The
-noised training CIFs keep their space groups and their special positions, so the source's
-noise moves fewer degrees of freedom: these figures bound its effect from above.
+By default the noise is independent on every site of the P1 cell, which breaks the
+symmetry. The noised training CIFs keep their space groups and their special positions;
+``--symmetric`` draws the noise that way instead (:func:`add_symmetric_coordinate_noise`:
+one draw per orbit on its free coordinates, carried to the equivalent sites).
 
 Usage::
 
     python benchmarks/coordinate_noise.py --cifs DIR --table CSV [--replicas 3]
-        [--sigma 0.01] [--seed 14] [--limit N] [--json OUT]
+        [--sigma 0.01] [--seed 14] [--limit N] [--symmetric] [--json OUT]
 
 Without the data (default: ../shared/data/obelix-train beside the repository, or
 IONDRAG_OBELIX_DIR) it says so and exits with code 0.
@@ -63,6 +64,54 @@ def add_coordinate_noise(structure: Structure, sigma: float, rng: np.random.Gene
     """
     noisy = structure.copy()
     shifts = rng.normal(0.0, sigma, size=(len(noisy), 3))
+    for index, shift in enumerate(shifts):
+        noisy.translate_sites(index, shift, frac_coords=True, to_unit_cell=True)
+    return noisy
+
+
+def _same_position(a: np.ndarray, b: np.ndarray, tolerance: float = 1e-3) -> bool:
+    d = a - b
+    return bool(np.all(np.abs(d - np.round(d)) < tolerance))
+
+
+def add_symmetric_coordinate_noise(
+    structure: Structure, sigma: float, rng: np.random.Generator, symprec: float = 0.01
+) -> Structure:
+    """Noise that keeps the space group: N(0, sigma) on the free coordinates of each orbit.
+
+    For each set of symmetry-equivalent sites (spglib at ``symprec`` Å, disordered sites
+    told apart by species and occupancy) one draw is made for the first site, projected on
+    its site symmetry (the mean of R delta over the operations that fix it, so a special
+    position keeps its constrained coordinates), and carried to the other sites of the
+    orbit by the operation that maps the first onto each. This is how the noised training
+    CIFs look: their space groups and special positions survive. Lattice, species and
+    occupancies are kept, the input is not modified.
+    """
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    analyzer = SpacegroupAnalyzer(structure, symprec=symprec)
+    operations = analyzer.get_symmetry_operations(cartesian=False)
+    orbits = analyzer.get_symmetrized_structure().equivalent_indices
+    frac = structure.frac_coords
+    shifts = np.zeros_like(frac)
+    for orbit in orbits:
+        first = frac[orbit[0]]
+        images = [op.operate(first) for op in operations]
+        delta = rng.normal(0.0, sigma, size=3)
+        fixing = [
+            op.rotation_matrix
+            for op, image in zip(operations, images, strict=True)
+            if _same_position(image, first)
+        ]
+        delta = np.mean([rotation @ delta for rotation in fixing], axis=0)
+        for index in orbit:
+            op = next(
+                op
+                for op, image in zip(operations, images, strict=True)
+                if _same_position(image, frac[index])
+            )
+            shifts[index] = op.rotation_matrix @ delta
+    noisy = structure.copy()
     for index, shift in enumerate(shifts):
         noisy.translate_sites(index, shift, frac_coords=True, to_unit_cell=True)
     return noisy
@@ -156,6 +205,11 @@ def main() -> int:
     parser.add_argument("--sigma", type=float, default=0.01, help="noise, fractional coords")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--limit", type=int, help="only the first N unnoised structures")
+    parser.add_argument(
+        "--symmetric",
+        action="store_true",
+        help="keep the space group (add_symmetric_coordinate_noise), as in the noised CIFs",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     if not args.cifs.is_dir() or not args.table.is_file():
@@ -180,9 +234,11 @@ def main() -> int:
         return 0
     parameters = ScreeningParameters()
     rng = np.random.default_rng(args.seed)
+    noise = add_symmetric_coordinate_noise if args.symmetric else add_coordinate_noise
+    where = "free coordinates of each orbit, space group kept" if args.symmetric else "every site"
     print(
         f"{len(ids)} unnoised structures (no {ICSD_COLUMN}), {args.replicas} replicas each, "
-        f"sigma {args.sigma} (fractional, every site), seed {args.seed}; default parameters, "
+        f"sigma {args.sigma} (fractional, {where}), seed {args.seed}; default parameters, "
         f"{parameters.temperature_K:.0f} K"
     )
     print(
@@ -198,7 +254,7 @@ def main() -> int:
         for _ in range(args.replicas):
             if candidate.structure is None:
                 break
-            noisy = add_coordinate_noise(candidate.structure, args.sigma, rng)
+            noisy = noise(candidate.structure, args.sigma, rng)
             replicas.append(score(candidate.model_copy(update={"structure": noisy}), parameters))
         d1 = np.array([_diff(r, original, "barrier_1d_eV") for r in replicas])
         d3 = np.array([_diff(r, original, "barrier_3d_eV") for r in replicas])
@@ -327,6 +383,7 @@ def main() -> int:
                 "table": str(args.table.resolve()),
                 "replicas": args.replicas,
                 "sigma_fractional": args.sigma,
+                "noise": "symmetric" if args.symmetric else "every site (P1)",
                 "seed": args.seed,
                 "limit": args.limit,
                 "temperature_K": parameters.temperature_K,

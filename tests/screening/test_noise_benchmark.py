@@ -13,11 +13,16 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "coordinate_noise.
 
 
 @pytest.fixture(scope="module")
-def add_coordinate_noise():
+def module():
     spec = importlib.util.spec_from_file_location("coordinate_noise", SCRIPT)
     assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def add_coordinate_noise(module):
     return module.add_coordinate_noise
 
 
@@ -64,3 +69,23 @@ def test_noise_is_determined_by_the_seed(add_coordinate_noise, structure: Struct
     assert not np.allclose(a.frac_coords, c.frac_coords)
     zero = add_coordinate_noise(structure, 0.0, np.random.default_rng(3))
     np.testing.assert_allclose(_wrapped_shift(zero, structure), 0.0, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_symmetric_noise_keeps_the_space_group(module) -> None:
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    # P2_1/c with a general position (Li, half occupied) and an inversion centre (O at 0)
+    structure = Structure.from_spacegroup(
+        "P2_1/c",
+        Lattice.monoclinic(5.0, 6.0, 7.0, 100.0),
+        [{"Li": 0.5}, "O"],
+        [[0.13, 0.27, 0.41], [0.0, 0.0, 0.0]],
+    )
+    noisy = module.add_symmetric_coordinate_noise(structure, 0.01, np.random.default_rng(5))
+    assert SpacegroupAnalyzer(noisy, symprec=1e-3).get_space_group_number() == 14
+    shift = _wrapped_shift(noisy, structure)
+    centre = [i for i, site in enumerate(structure) if site.species_string == "O"]
+    np.testing.assert_allclose(shift[centre], 0.0, atol=1e-12)  # special position kept
+    assert np.abs(shift).max() > 1e-3  # the general position moved
+    assert [s.species for s in noisy] == [s.species for s in structure]
