@@ -118,6 +118,11 @@ PHYSICS_DESCRIPTORS: tuple[Descriptor, ...] = (
     Descriptor("log10_drag_saddle_kg_per_s", "drag_saddle_kg_per_s", "log10"),
     Descriptor("bulk_modulus_GPa", "bulk_modulus_GPa"),
     Descriptor("shear_modulus_GPa", "shear_modulus_GPa"),
+    # the many-ion part (screening.carriers): the sublattice's vacancies, the Frenkel energy
+    # and the carrier fraction they give
+    Descriptor("sublattice_vacancy_fraction", "sublattice_vacancy_fraction"),
+    Descriptor("frenkel_energy_eV", "frenkel_energy_eV", if_missing=BARRIER_CAP_EV),
+    Descriptor("log10_carrier_fraction", "carrier_fraction", "log10"),
 )
 
 #: Elements whose fraction is a feature (the common constituents of Li conductors).

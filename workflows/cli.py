@@ -976,6 +976,18 @@ def _show_text(run_id: str, doc: CandidateResult, parameters: dict[str, Any] | N
         "Lambda (s^3/kg): the framework's elastic response (Christoffel equation of the elastic "
         "tensor) that turns the curvature H of U into the drag gamma = H Lambda H",
         _matrix(doc.lambda_s3_per_kg, "            "),
+        f"carriers    {doc.carrier_mechanism or '-'}: fraction {_fmt(doc.carrier_fraction)} of "
+        f"the ions (sublattice vacancies {_fmt(doc.sublattice_vacancy_fraction)}, Frenkel pair "
+        f"E_F {_fmt(doc.frenkel_energy_eV, 'eV')}, extrinsic level as parameters); density "
+        f"{_fmt(doc.carrier_density_per_m3, '1/m^3')} of "
+        f"{_fmt(doc.mobile_ion_density_per_m3, '1/m^3')}",
+        f"shared      sites shared with framework cations: {doc.shared_site_treatment or '-'}"
+        + (
+            f"; arrangement factor 10^{doc.log10_arrangement_factor:.2f} (spread "
+            f"{_fmt(doc.arrangement_spread_log10)} decades)"
+            if doc.log10_arrangement_factor is not None
+            else ""
+        ),
         f"dynamics    Kramers factor {_fmt(doc.kramers_factor)}; reduced friction "
         f"{_fmt(doc.reduced_friction)} ({doc.damping_regime or '-'}); barrier frequency "
         f"{_fmt(doc.barrier_frequency_rad_per_s, 'rad/s')}",
