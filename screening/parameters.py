@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Bumped with every change of the science code that changes its numbers (see fingerprint).
-SCIENCE_REVISION: int = 3
+SCIENCE_REVISION: int = 4
 
 #: Fields added after SCIENCE_REVISION 2 with the value that reproduces the earlier behaviour.
 #: At that value they are left out of :meth:`ScreeningParameters.fingerprint`, so results
