@@ -587,6 +587,36 @@ def failure_counts(conn: sqlite3.Connection, run_id: str) -> dict[str, int]:
     return {str(cause): int(n) for cause, n in rows}
 
 
+def mark_run_ended(conn: sqlite3.Connection, run_id: str, status: str) -> None:
+    """Set ``status`` (``interrupted`` or ``failed``) on a run that is still ``running``.
+
+    A run that finished (or was marked incomplete) keeps its status; rerunning the same
+    screen resumes an interrupted or failed run like any other.
+    """
+    with _transaction(conn):
+        conn.execute(
+            "UPDATE runs SET status = ?, finished_utc = ? WHERE run_id = ? AND status = 'running'",
+            (status, utc_now(), run_id),
+        )
+
+
+def check_writable(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a ranking database this process cannot write (read-only file or folder).
+
+    Raises
+    ------
+    RankingDatabaseError
+        Naming the file and what to do.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only file
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        raise RankingDatabaseError(
+            f"{path} is read-only here ({error}); make it writable or pass --db FILE"
+        ) from error
+
+
 def finish_run(
     conn: sqlite3.Connection, run_id: str, *, expected_candidate_ids: Iterable[str] | None = None
 ) -> dict[str, Any]:
