@@ -6,7 +6,8 @@ Exit codes (scripts can rely on them):
 - 1: the command was refused or could not run (bad source path, malformed database, missing
   Materials Project key, SQL that writes, ...): one line on stderr;
 - 2: usage error (unknown option, invalid value): one line on stderr;
-- 130: interrupted (Ctrl-C); rerunning the same screen resumes it.
+- 130: interrupted (Ctrl-C), 143: terminated (SIGTERM); the run is marked ``interrupted``
+  and rerunning the same screen resumes it.
 
 A traceback is printed only with ``--debug``. Heavy modules (jobflow, pymatgen, mp_api,
 matplotlib, fireworks) are imported inside the commands, so ``iondrag --help`` is instant.
