@@ -355,6 +355,15 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
             conn.set_authorizer(_read_only_authorizer)
         else:
             _ensure_schema(conn, path)
+    except sqlite3.OperationalError as error:
+        conn.close()
+        text = str(error)
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            raise RankingDatabaseError(
+                f"{path} cannot be written here ({text}); make the file and its folder "
+                "writable or pass --db FILE"
+            ) from error
+        raise RankingDatabaseError(f"{path}: {error} (malformed ranking database?)") from error
     except sqlite3.DatabaseError as error:
         conn.close()
         raise RankingDatabaseError(f"{path}: {error} (malformed ranking database?)") from error

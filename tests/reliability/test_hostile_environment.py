@@ -214,3 +214,29 @@ def test_sigterm_is_handled_like_ctrl_c_and_marks_the_run(tmp_path):
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
     assert count_rows(db) < 12
+
+
+def test_read_only_database_is_not_called_malformed(tmp_path):
+    """Root ignores file modes: an immutable file (chattr +i) is read-only even for root."""
+    import shutil
+
+    env, db = clean_env(tmp_path), tmp_path / "rank.sqlite"
+    from screening import database
+
+    with closing(database.connect(db)):
+        pass
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr not available")
+    made = subprocess.run(["chattr", "+i", str(db)], capture_output=True, check=False)
+    if made.returncode != 0:
+        db.chmod(0o444)
+        if os.access(db, os.W_OK):
+            pytest.skip("cannot make a file read-only here (root without chattr)")
+    try:
+        completed = run_cli(["screen", "--ids", "lif-fm3m", *FAST_CLI, "--db", db], env)
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], capture_output=True, check=False)
+        db.chmod(0o644)
+    assert completed.returncode == 1
+    line = one_line_error(completed.stderr)
+    assert str(db) in line and "malformed" not in line and "--db" in line
