@@ -416,6 +416,15 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
             conn.set_authorizer(_read_only_authorizer)
         else:
             _ensure_schema(conn, path)
+    except sqlite3.OperationalError as error:
+        conn.close()
+        text = str(error)
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            raise RankingDatabaseError(
+                f"{path} cannot be written here ({text}); make the file and its folder "
+                "writable or pass --db FILE"
+            ) from error
+        raise RankingDatabaseError(f"{path}: {error} (malformed ranking database?)") from error
     except sqlite3.DatabaseError as error:
         conn.close()
         raise RankingDatabaseError(f"{path}: {error} (malformed ranking database?)") from error
@@ -650,6 +659,36 @@ def failure_counts(conn: sqlite3.Connection, run_id: str) -> dict[str, int]:
         (run_id,),
     ).fetchall()
     return {str(cause): int(n) for cause, n in rows}
+
+
+def mark_run_ended(conn: sqlite3.Connection, run_id: str, status: str) -> None:
+    """Set ``status`` (``interrupted`` or ``failed``) on a run that is still ``running``.
+
+    A run that finished (or was marked incomplete) keeps its status; rerunning the same
+    screen resumes an interrupted or failed run like any other.
+    """
+    with _transaction(conn):
+        conn.execute(
+            "UPDATE runs SET status = ?, finished_utc = ? WHERE run_id = ? AND status = 'running'",
+            (status, utc_now(), run_id),
+        )
+
+
+def check_writable(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a ranking database this process cannot write (read-only file or folder).
+
+    Raises
+    ------
+    RankingDatabaseError
+        Naming the file and what to do.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only file
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        raise RankingDatabaseError(
+            f"{path} is read-only here ({error}); make it writable or pass --db FILE"
+        ) from error
 
 
 def finish_run(

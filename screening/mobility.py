@@ -42,6 +42,12 @@ ISOKINETIC_TEMPERATURE_K: float = 1e12
 #: Conjugate-gradient iteration budget of the cell problem (tens are usually enough).
 CG_MAX_ITERATIONS: int = 5_000
 
+#: Relative residual at which conjugate gradients stop on the (diagonally scaled) cell
+#: problem. The corrector's error enters D_eff only quadratically (D_eff is the minimum of an
+#: energy), so D_eff is exact to far better than this; two solves of the same problem agree
+#: to within it.
+CG_RTOL: float = 1e-10
+
 #: Sparse LU (fallback when CG does not converge) only up to this many unknowns (fill-in).
 DIRECT_SOLVER_MAX_NODES: int = 20_000
 
@@ -414,7 +420,7 @@ def _solve_cell_problem(matrix, rhs: np.ndarray) -> np.ndarray:
     for k in range(rhs.shape[1]):
         if not np.any(scaled_rhs[:, k]):
             continue
-        solution[:, k], info = cg(scaled, scaled_rhs[:, k], rtol=1e-10, maxiter=CG_MAX_ITERATIONS)
+        solution[:, k], info = cg(scaled, scaled_rhs[:, k], rtol=CG_RTOL, maxiter=CG_MAX_ITERATIONS)
         converged &= info == 0
     if not converged:
         if len(free) > DIRECT_SOLVER_MAX_NODES:

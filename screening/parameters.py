@@ -12,10 +12,17 @@ import json
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Bumped with every change of the science code that changes its numbers (see fingerprint).
-SCIENCE_REVISION: int = 4
+SCIENCE_REVISION: int = 5
+
+#: Temperatures a screen accepts, K (temperature_K and the Arrhenius temperatures).
+MIN_TEMPERATURE_K: float = 50.0
+MAX_TEMPERATURE_K: float = 5000.0
+
+#: Most temperatures of an Arrhenius fit.
+MAX_ARRHENIUS_TEMPERATURES: int = 20
 
 #: Fields added after SCIENCE_REVISION 2 with the value that reproduces the earlier behaviour.
 #: At that value they are left out of :meth:`ScreeningParameters.fingerprint`, so results
@@ -33,7 +40,14 @@ class ScreeningParameters(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    temperature_K: float = Field(300.0, gt=0, le=5000, description="Temperature of the screen.")
+    temperature_K: float = Field(
+        300.0,
+        ge=MIN_TEMPERATURE_K,
+        le=MAX_TEMPERATURE_K,
+        description="Temperature of the screen, K. Bounded to where the numerics hold: below "
+        "50 K the Boltzmann factors of eV barriers underflow (sigma then has no float value) and "
+        "the bisections in units of k_B T cannot resolve it; above 5000 K no crystal exists.",
+    )
     ion: str | None = Field(
         None, description="Mobile species; None: each candidate's own (Li, Na, K, ...)."
     )
@@ -72,7 +86,13 @@ class ScreeningParameters(BaseModel):
         "the ions on the structure's own mobile-ion sites (the profile is floored at their "
         "occupancy-weighted soft maximum, screening.mobility.occupied_site_level_eV).",
     )
-    switch_width_A: float = Field(1.0, gt=0, description="Smooth switching width before cutoff.")
+    switch_width_A: float = Field(
+        1.0,
+        gt=0,
+        le=5.0,
+        description="Smooth switching width before the cutoff, A; less than cutoff_A (the "
+        "switch runs from cutoff_A - switch_width_A to cutoff_A).",
+    )
     coarse_to_fine: bool = Field(
         True,
         description="Evaluate U on a grid twice as coarse first and refine only where the "
@@ -82,17 +102,34 @@ class ScreeningParameters(BaseModel):
         0.15, ge=0.0, description="Energy margin above the coarse-grid levels kept for refinement."
     )
     percolation_ceiling_eV: float = Field(
-        5.0, gt=0, description="Percolation searched up to min U + this; above: trapped."
+        5.0,
+        gt=0,
+        le=50.0,
+        description="Percolation searched up to min U + this, eV; above: trapped (50 eV is "
+        "far above any site energy of the force field).",
     )
-    percolation_tolerance_eV: float = Field(0.002, gt=0, description="Bisection tolerance.")
+    percolation_tolerance_eV: float = Field(
+        0.002,
+        ge=1e-6,
+        le=0.1,
+        description="Bisection tolerance, eV. At least 1e-6 eV: the bisection halves an "
+        "interval of a few eV (~22 probes to 1e-6), and U carries round-off of ~1e-12 eV; "
+        "a tolerance near the float spacing of U (1e-15 eV) could never be reached.",
+    )
     dimensionality_window_eV: float = Field(
         0.1,
         ge=0,
+        le=10.0,
         description="A dimension counts if its percolation energy is within this "
         "of the 1D percolation energy.",
     )
     window_kT: float = Field(
-        10.0, ge=3.0, description="Transport region: U below E_1D + window_kT k_B T."
+        10.0,
+        ge=3.0,
+        le=100.0,
+        description="Transport region: U below E_1D + window_kT k_B T. Up to 100: weights "
+        "exp(-U/k_B T) beyond 100 k_B T are below 1e-43 of the channel's and add nothing "
+        "but grid points.",
     )
     drag_floor_fraction: float = Field(
         0.01,
@@ -169,7 +206,10 @@ class ScreeningParameters(BaseModel):
         "E_1D + this; higher ones come from the coarse grid (noted in the warnings).",
     )
     memory_budget_MB: float | None = Field(
-        None, gt=0, description="Per-candidate memory budget; None: IONDRAG_MEMORY_BUDGET_MB."
+        None,
+        gt=0,
+        le=1e7,
+        description="Per-candidate memory budget; None: IONDRAG_MEMORY_BUDGET_MB.",
     )
     on_grid_too_large: Literal["coarsen", "refuse"] = Field(
         "coarsen", description="Coarsen the grid (with a warning) or refuse the candidate."
@@ -205,11 +245,28 @@ class ScreeningParameters(BaseModel):
     @field_validator("arrhenius_temperatures_K")
     @classmethod
     def _check_temperatures(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(t <= 0 for t in value):
-            raise ValueError("Arrhenius temperatures must be positive")
+        if not all(MIN_TEMPERATURE_K <= t <= MAX_TEMPERATURE_K for t in value):
+            raise ValueError(
+                f"Arrhenius temperatures must lie in [{MIN_TEMPERATURE_K:g}, "
+                f"{MAX_TEMPERATURE_K:g}] K (as temperature_K), got {list(value)}"
+            )
         if 0 < len(value) < 2:
             raise ValueError("an Arrhenius fit needs at least two temperatures")
+        if len(value) > MAX_ARRHENIUS_TEMPERATURES:
+            raise ValueError(
+                f"at most {MAX_ARRHENIUS_TEMPERATURES} Arrhenius temperatures (each costs a "
+                f"transport evaluation), got {len(value)}"
+            )
         return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _check_switch_inside_cutoff(self) -> ScreeningParameters:
+        if self.switch_width_A >= self.cutoff_A:
+            raise ValueError(
+                f"switch_width_A ({self.switch_width_A} A) must be below cutoff_A "
+                f"({self.cutoff_A} A): the pair terms are switched off between the two"
+            )
+        return self
 
     def fingerprint(self) -> str:
         """Short stable hash of the parameters and the science revision.

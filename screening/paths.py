@@ -35,6 +35,22 @@ from screening.units import thermal_energy_eV
 #: Steepest-descent step of the string relaxation per unit normal force, A^2/eV.
 STEP_A2_PER_EV: float = 0.01
 
+#: Resolution of the grid-path weights and of the choice of its lowest point (a power of
+#: two, so that sums of quantised weights are exact). Symmetry-equivalent loops have equal
+#: costs on the grid; unquantised, round-off (of the cell's frame, of the BLAS kernel) broke
+#: those ties and a rotated crystal could get another, equivalent but differently placed,
+#: starting loop, from which the 30-step string method ends ~1e-4 apart. Quantised, ties are
+#: exact and broken by grid order, which does not depend on the frame.
+PATH_WEIGHT_QUANTUM: float = 2.0**-40
+
+#: Energies closer than this are one tie when the loop's lowest point is chosen, eV.
+SOURCE_ENERGY_QUANTUM_EV: float = 1e-9
+
+
+def _quantised(values: np.ndarray, quantum: float) -> np.ndarray:
+    """Round ``values`` to multiples of ``quantum`` (ties of round-off become exact ties)."""
+    return np.round(np.asarray(values, dtype=float) / quantum) * quantum
+
 
 @dataclass(frozen=True)
 class PercolatingPath:
@@ -112,7 +128,8 @@ def _graph(
         src_all.append(src)
         dst_all.append(dst)
         shift_all.append(shift[ok])
-        weight_all.append(length * 0.5 * (weight_energy[src] + weight_energy[dst]))
+        weight = length * 0.5 * (weight_energy[src] + weight_energy[dst])
+        weight_all.append(_quantised(weight, PATH_WEIGHT_QUANTUM))
     src = np.concatenate(src_all)
     dst = np.concatenate(dst_all)
     shifts = np.concatenate(shift_all)
@@ -210,7 +227,7 @@ def grid_percolating_path(
         )
         if np.any(at_channel_level):
             source_energy = np.where(at_channel_level, source_energy, np.inf)
-    source = int(np.argmin(source_energy))
+    source = int(np.argmin(_quantised(source_energy, SOURCE_ENERGY_QUANTUM_EV)))
     distance, predecessors = dijkstra(
         matrix.tocsr(), directed=False, indices=source, return_predecessors=True
     )

@@ -22,6 +22,10 @@ from itertools import product
 import numpy as np
 from scipy import ndimage
 
+#: Most bisection steps of one search: an interval of 50 eV halves to 1e-15 eV in 56 steps,
+#: so a loop that runs longer is stuck at the float spacing of its bounds.
+MAX_BISECTION_STEPS: int = 64
+
 #: The 13 "forward" neighbour steps of 26-connectivity (the other 13 are their negatives).
 FORWARD_STEPS: np.ndarray = np.array(
     [s for s in product((-1, 0, 1), repeat=3) if s > (0, 0, 0)], dtype=np.int64
@@ -216,8 +220,10 @@ def site_connection_levels_eV(
     todo = ~at_start & connected(top_level)
     low = np.full(len(voxels), start_key_level)
     high = np.full(len(voxels), top_level)
-    while np.any(todo & (high - low > tolerance_eV)):
+    for _ in range(MAX_BISECTION_STEPS):
         active = todo & (high - low > tolerance_eV)
+        if not np.any(active):
+            break
         for lo_hi in np.unique(np.stack([low[active], high[active]], axis=1), axis=0):
             group = active & (low == lo_hi[0]) & (high == lo_hi[1])
             middle = 0.5 * (lo_hi[0] + lo_hi[1])
@@ -334,8 +340,12 @@ def percolation_energies(
     for d in (1, 2, 3):
         if not reachable[d]:
             continue
-        while high[d] - low[d] > tolerance_eV:
+        for _ in range(MAX_BISECTION_STEPS):
+            if high[d] - low[d] <= tolerance_eV:
+                break
             mid = 0.5 * (low[d] + high[d])
+            if not low[d] < mid < high[d]:
+                break  # the bracket is at the float spacing: as fine as it can get
             record(mid, probe(mid))
     energies = {d: (high[d] if reachable[d] else float("inf")) for d in (1, 2, 3)}
     return PercolationResult(u_min, energies, tolerance_eV, ceiling_eV, evaluations)

@@ -48,6 +48,23 @@ CHARGE_BALANCE_TOLERANCE: float = 0.12
 #: Relative charge imbalance that costs one unit of log prior in the composition guesses.
 _IMBALANCE_NOISE: float = 0.02
 
+#: A cation and an anion on fully occupied sites closer than this fraction of the sum of
+#: their ionic radii (:func:`ionic_radii_A`) cannot both be there: LiF has Li-F at 0.96 of
+#: the sum, the shortest bonds of real crystals (C-O, N-O, B-O, P-O) about 0.8, and in the
+#: 254 OBELiX training CIFs (~90 % with 0.01 fractional-coordinate noise) the closest fully
+#: occupied pair is P-O at 0.62. 0.5 leaves room for that noise and refuses a LiF squeezed
+#: to a 1 A cell (Li-F 0.87 A, 0.42 of 0.90 + 1.19 A).
+MIN_BOND_FRACTION_OF_IONIC_RADII: float = 0.5
+
+#: The same bound when one of the two sites is partly occupied: split and partly occupied
+#: mobile-ion sites of refined fast conductors sit closer to the framework (OBELiX: garnet
+#: Li at 0.48 of the radii sum, e6a; Li3PS4 Li at 0.57, nhq).
+MIN_BOND_FRACTION_PARTIAL_SITES: float = 0.35
+
+#: Elements whose pairs are not checked against ionic radii: hydrogen (H+ has a negative
+#: Shannon radius and X-ray refinements place it poorly).
+_NO_RADIUS_CHECK: frozenset[str] = frozenset({"H", "D"})
+
 #: BVAnalyzer's combinatorial search is capped to keep its cost bounded (seconds otherwise).
 BV_MAX_PERMUTATIONS: int = 2000
 
@@ -221,6 +238,81 @@ def check_structure(
             f"({structure[b].species.formula}) are {distances[i]:.2f} A apart "
             f"(bound {min_distance_A} A) with total occupancy "
             f"{occupancy[a] + occupancy[b]:.2f}",
+            candidate_id,
+        )
+
+
+def closest_pair_fraction(structure: Structure) -> tuple[float, float, str]:
+    """Find the cation-anion pair closest to its bound (distance / sum of ionic radii).
+
+    Only pairs of opposite charge that can be present together (occupancies adding up to
+    more than one) are compared, against :data:`MIN_BOND_FRACTION_OF_IONIC_RADII` when both
+    sites are fully occupied and :data:`MIN_BOND_FRACTION_PARTIAL_SITES` otherwise; pairs with
+    hydrogen are left out (:data:`_NO_RADIUS_CHECK`).
+
+    Parameters
+    ----------
+    structure
+        A structure decorated with oxidation states (:class:`pymatgen.core.Species`).
+
+    Returns
+    -------
+    fraction, bound, description
+        The distance over the radii sum of the pair with the smallest fraction / bound (inf
+        when no pair qualifies), its bound, and the pair, e.g.
+        ``"Li+ (site 0) and F- (site 4) 0.87 A apart, ionic radii 0.90 + 1.19 A"``.
+    """
+    symbols, charges, occupancy = [], [], []
+    for site in structure:
+        main = max(site.species.items(), key=lambda item: item[1])[0]
+        symbols.append(main.symbol)
+        charges.append(float(getattr(main, "oxi_state", 0) or 0))
+        occupancy.append(site.species.num_atoms)
+    radii = ionic_radii_A(symbols, charges)
+    charge = np.array(charges)
+    occ = np.array(occupancy)
+    reach = 2.0 * float(radii.max()) * MIN_BOND_FRACTION_OF_IONIC_RADII + 0.1
+    centers, neighbors, _, distances = structure.get_neighbor_list(reach)
+    keep = (charge[centers] * charge[neighbors] < 0) & (occ[centers] + occ[neighbors] > 1 + 1e-3)
+    skip = np.array([symbol in _NO_RADIUS_CHECK for symbol in symbols], dtype=bool)
+    keep &= ~skip[centers] & ~skip[neighbors]
+    if not np.any(keep):
+        return float("inf"), MIN_BOND_FRACTION_OF_IONIC_RADII, ""
+    centers, neighbors, distances = centers[keep], neighbors[keep], distances[keep]
+    ratio = distances / (radii[centers] + radii[neighbors])
+    full = (occ[centers] > 1 - 1e-3) & (occ[neighbors] > 1 - 1e-3)
+    bound = np.where(full, MIN_BOND_FRACTION_OF_IONIC_RADII, MIN_BOND_FRACTION_PARTIAL_SITES)
+    i = int(np.argmin(ratio / bound))
+    a, b = int(centers[i]), int(neighbors[i])
+
+    def name(k: int) -> str:
+        sign = "+" if charge[k] > 0 else "-"
+        magnitude = abs(charge[k])
+        label = "" if abs(magnitude - 1) < 1e-6 else f"{magnitude:g}"
+        partial = "" if occ[k] > 1 - 1e-3 else f", occupancy {occ[k]:.2f}"
+        return f"{symbols[k]}{label}{sign} (site {k}{partial})"
+
+    return (
+        float(ratio[i]),
+        float(bound[i]),
+        f"{name(a)} and {name(b)} {distances[i]:.2f} A apart, ionic radii "
+        f"{radii[a]:.2f} + {radii[b]:.2f} A",
+    )
+
+
+def check_bond_lengths(structure: Structure, candidate_id: str | None = None) -> None:
+    """Refuse a cation and an anion closer than their bound (:func:`closest_pair_fraction`).
+
+    Raises
+    ------
+    OverlappingAtomsError
+        Naming the pair, its distance, the radii and the bound.
+    """
+    fraction, bound, pair = closest_pair_fraction(structure)
+    if fraction < bound:
+        raise OverlappingAtomsError(
+            f"{pair}: {fraction:.2f} of the sum of ionic radii, below {bound}; the cell or "
+            "the coordinates are not physical (wrong units? cell too small?)",
             candidate_id,
         )
 
@@ -506,6 +598,7 @@ def prepare_framework(
     check_structure(structure, candidate_id, min_distance_A, mobile_ion=mobile)
     assignment = assign_oxidation_states(structure, candidate_id)
     decorated = assignment.structure
+    check_bond_lengths(decorated, candidate_id)
 
     frac, elements, charges, occupancies, site_totals, shared = [], [], [], [], [], []
     mobile_frac, mobile_occ, mobile_charges, mobile_shared = [], [], [], []

@@ -6,7 +6,8 @@ Exit codes (scripts can rely on them):
 - 1: the command was refused or could not run (bad source path, malformed database, missing
   Materials Project key, SQL that writes, ...): one line on stderr;
 - 2: usage error (unknown option, invalid value): one line on stderr;
-- 130: interrupted (Ctrl-C); rerunning the same screen resumes it.
+- 130: interrupted (Ctrl-C), 143: terminated (SIGTERM); the run is marked ``interrupted``
+  and rerunning the same screen resumes it.
 
 A traceback is printed only with ``--debug``. Heavy modules (jobflow, pymatgen, mp_api,
 matplotlib, fireworks) are imported inside the commands, so ``iondrag --help`` is instant.
@@ -39,6 +40,36 @@ class UsageError(Exception):
     """Invalid arguments (exit code 2)."""
 
 
+class _PrintableStream:
+    """Text stream that escapes control characters (all but newline and tab) on the way out.
+
+    Candidate ids, error messages and query results come from file names and file contents;
+    an ESC byte among them would reach the terminal as a command. Installed on stdout by
+    :func:`main`; stderr lines are escaped where they are written (:func:`_print_error`),
+    since the progress bar needs its carriage returns.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from screening.text import printable
+
+        lines = text.split("\n")
+        self._stream.write("\n".join(printable(line.replace("\t", "    ")) for line in lines))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _print_error(text: str) -> None:
+    """Print one line to stderr, control characters escaped."""
+    from screening.text import printable
+
+    print(printable(text), file=sys.stderr)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit code 2)."""
 
@@ -61,6 +92,20 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+#: Largest --workers accepted at all; the screen caps it further (workflows.parallel.worker_cap).
+MAX_WORKERS: int = 1024
+
+
+def _worker_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"--workers {text} is more than any machine runs (at most {MAX_WORKERS}; the "
+            "screen uses no more than the candidates, CPUs and memory allow)"
+        )
     return value
 
 
@@ -143,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = screen.add_argument_group("execution and output")
     run.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_worker_count,
         default=None,
         help=f"processes per chunk (default: available CPUs up to 8, here {_default_workers()})",
     )
@@ -204,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--table", type=Path, required=True, help="CSV of measurements")
     validate.add_argument("--json", type=Path, help="write the report as JSON")
     validate.add_argument("--png", type=Path, help="write a parity plot")
-    validate.add_argument("--workers", type=_positive_int, default=None)
+    validate.add_argument("--workers", type=_worker_count, default=None)
     validate.add_argument("--limit", type=_positive_int, default=None, help="first N only")
     validate.add_argument(
         "--fold",
@@ -644,10 +689,17 @@ def _screen(args: argparse.Namespace) -> int:
     from workflows.makers import ScreenMaker
 
     db_path = _db_path(args.db)
-    with closing(database.connect(db_path)):
-        pass  # refuses a malformed or foreign file before any work
+    _open_ranking_database(db_path)  # refuses a malformed, foreign or unwritable file
+    if args.json:
+        _check_output_file(args.json, "--json")
+    workers = _capped_workers(
+        args.workers,
+        parameters,
+        n_candidates=_count_candidates(source, args.path, ids, mp_options),
+        quiet=False,
+    )
     maker = ScreenMaker(
-        workers=args.workers or _default_workers(),
+        workers=workers,
         chunk_size=args.chunk_size,
         store_grids=args.store_grids,
         db_path=str(db_path),
@@ -672,7 +724,7 @@ def _screen(args: argparse.Namespace) -> int:
     from workflows.parallel import abort_pools, prestart
     from workflows.stores import default_job_store
 
-    store = default_job_store()
+    store = _open_job_store(default_job_store)
     # workers import the science while the candidates load; never more than can be busy
     # (one candidate is scored in this process: spawning workers would only compete with it)
     prestart(min(maker.workers, _most_candidates(source, args.path, ids)))
@@ -680,6 +732,10 @@ def _screen(args: argparse.Namespace) -> int:
     try:
         with _Progress(db_path, run_id, enabled=not args.quiet, since_utc=since):
             run_in_process(flow, store, log=bool(getattr(args, "debug", False)))
+    except BaseException as error:
+        # the run stays "running" otherwise: say how it ended (a rerun resumes it all the same)
+        _mark_run_ended(db_path, run_id, "interrupted" if _is_interrupt(error) else "failed")
+        raise
     finally:
         abort_pools()  # nothing is in flight any more: do not wait for idle workers
 
@@ -714,12 +770,133 @@ def _screen(args: argparse.Namespace) -> int:
         print()
         print(_summary(run_id, run, failures, db_path, now))
     if run.get("status") == "incomplete":
-        print(
+        _print_error(
             f"{PROG}: warning: run {run_id} is incomplete ({run.get('n_missing')} candidates "
-            "missing); rerun the same command to finish it",
-            file=sys.stderr,
+            "missing); rerun the same command to finish it"
         )
     return 0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (exit code 143)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _is_interrupt(error: BaseException) -> bool:
+    return isinstance(error, KeyboardInterrupt)
+
+
+def _mark_run_ended(db_path: Path, run_id: str, status: str) -> None:
+    """Record ``status`` on a run that is still ``running``; never raises (best effort)."""
+    from contextlib import closing
+
+    from screening import database
+
+    try:
+        with closing(database.connect(db_path)) as conn:
+            database.mark_run_ended(conn, run_id, status)
+    except Exception:  # the database itself may be what failed
+        pass
+
+
+def _open_ranking_database(path: Path) -> None:
+    """Open (and create) the ranking database now, or refuse in one line saying what to do.
+
+    Raises
+    ------
+    screening.database.RankingDatabaseError
+        Not SQLite, not iondrag's, or it cannot be created or written here.
+    """
+    import sqlite3
+    from contextlib import closing
+
+    from screening import database
+
+    try:
+        with closing(database.connect(path)) as conn:
+            database.check_writable(conn, path)
+    except (sqlite3.Error, OSError) as error:
+        raise database.RankingDatabaseError(
+            f"cannot open the ranking database {path} for writing: "
+            f"{getattr(error, 'strerror', None) or error}; pass --db FILE in a writable folder "
+            "(or set IONDRAG_HOME / IONDRAG_DB_PATH)"
+        ) from error
+
+
+def _open_job_store(factory: Any) -> Any:
+    """Connect the job store now; a corrupt or unwritable file is refused in one line."""
+    import sqlite3
+
+    from screening.settings import get_settings
+
+    store = factory()
+    try:
+        store.connect()
+        store.close()
+    except (sqlite3.Error, OSError) as error:
+        where = get_settings().home / "jobstore"
+        raise RuntimeError(
+            f"cannot use the job store in {where}: {error}; it holds only intermediate "
+            "outputs: move the folder away (or set IONDRAG_HOME) and rerun"
+        ) from error
+    return store
+
+
+def _check_output_file(path: Path, option: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Raises
+    ------
+    UsageError
+        ``path`` is a folder, or its folder cannot be created or written.
+    """
+    path = path.expanduser()
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name, e.g. {path}/out.json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"{option} {path}: cannot create its folder ({error.strerror or error})"
+        ) from error
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: not writable")
+
+
+def _count_candidates(
+    source: str, path: str | None, ids: list[str] | None, mp_options: dict[str, Any]
+) -> int | None:
+    """Candidates a screen will load, when that is cheap to know (else None)."""
+    if ids is not None:
+        return len(ids)
+    if source == "cif" and path is not None:
+        from screening.sources.cif import find_cif_files
+
+        return len(find_cif_files(path))
+    if source == "mp":
+        return mp_options.get("max_candidates")
+    return None
+
+
+def _capped_workers(
+    requested: int | None, parameters: Any, *, n_candidates: int | None, quiet: bool
+) -> int:
+    """--workers (default: the CPUs up to 8) capped by candidates, CPUs and memory.
+
+    Says so in one line on stderr when an explicit --workers is lowered.
+    """
+    from screening.settings import get_settings
+    from workflows.parallel import worker_cap
+
+    budget = parameters.memory_budget_MB or get_settings().memory_budget_MB
+    asked = requested or _default_workers()
+    workers, reasons = worker_cap(asked, n_candidates=n_candidates, memory_budget_MB=budget)
+    if requested is not None and workers < requested and not quiet:
+        _print_error(f"{PROG}: using {workers} workers, not {requested} ({'; '.join(reasons)})")
+    return workers
 
 
 def _import_jobflow_without_matplotlib() -> None:
@@ -1259,17 +1436,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     prog = f"{PROG} {args.command}"
+    original_stdout = sys.stdout
+    sys.stdout = _PrintableStream(original_stdout)
+    terminate_handler = None
+    if threading.current_thread() is threading.main_thread():
+        import signal
+
+        terminate_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run_command(args, prog)
+    finally:
+        sys.stdout = original_stdout
+        if terminate_handler is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, terminate_handler)
+
+
+def _run_command(args: argparse.Namespace, prog: str) -> int:
+    """Run the command's handler; map exceptions to one line and an exit code."""
     debug = bool(getattr(args, "debug", False))
     try:
         with warnings.catch_warnings():
             if not debug:
                 warnings.simplefilter("ignore")
-            return args.handler(args)
+            return int(args.handler(args))
+    except _Terminated:
+        _print_error(f"{prog}: terminated (SIGTERM; rerun the same command to resume)")
+        return 143
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted (rerun the same command to resume)", file=sys.stderr)
+        _print_error(f"{prog}: interrupted (rerun the same command to resume)")
         return 130
     except UsageError as error:
-        print(f"{prog}: error: {error} (see {prog} --help)", file=sys.stderr)
+        _print_error(f"{prog}: error: {error} (see {prog} --help)")
         return 2
     except Exception as error:
         if debug:
@@ -1282,7 +1481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"internal error: {type(error).__name__}: {message}" + (
                 "" if debug else " (rerun with --debug for the traceback)"
             )
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        _print_error(f"{prog}: error: {message}")
         return 1
 
 

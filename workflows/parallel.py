@@ -39,6 +39,81 @@ THREAD_VARIABLES: tuple[str, ...] = (
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 
+#: Resident memory of an idle worker (the science imported), MB; measured ~130 MB
+#: (docs/usage.md, Memory).
+WORKER_BASE_MB: float = 150.0
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def available_memory_MB() -> float | None:
+    """MemAvailable of /proc/meminfo in MB, None where it cannot be read (not Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def worker_cap(
+    requested: int,
+    *,
+    n_candidates: int | None,
+    memory_budget_MB: float,
+    cpus: int | None = None,
+    memory_MB: float | None = None,
+) -> tuple[int, list[str]]:
+    """Workers a screen can use: ``requested`` capped by candidates, CPUs and memory.
+
+    Parameters
+    ----------
+    requested
+        Workers asked for (>= 1).
+    n_candidates
+        Candidates to score, when known: more workers than candidates only cost memory.
+    memory_budget_MB
+        Memory one candidate may take (the grid budget), MB; each worker also needs
+        :data:`WORKER_BASE_MB`.
+    cpus, memory_MB
+        Available CPUs and memory (MB); default: this machine's (:func:`available_cpus`,
+        :func:`available_memory_MB`).
+
+    Returns
+    -------
+    workers, reasons
+        The capped count (>= 1) and, when it is below ``requested``, why (for one line on
+        stderr).
+    """
+    cpus = available_cpus() if cpus is None else cpus
+    memory_MB = available_memory_MB() if memory_MB is None else memory_MB
+    limits = [(requested, "")]
+    if n_candidates is not None:
+        limits.append((max(1, n_candidates), f"{n_candidates} candidates"))
+    # more processes than CPUs only share them (and each holds its own grids): 2x at most
+    limits.append((2 * cpus, f"{cpus} CPUs"))
+    if memory_MB is not None:
+        per_worker = memory_budget_MB + WORKER_BASE_MB
+        limits.append(
+            (
+                max(1, int(memory_MB // per_worker)),
+                f"{memory_MB / 1024:.1f} GB available at {per_worker / 1024:.2f} GB per worker "
+                "(IONDRAG_MEMORY_BUDGET_MB + the worker)",
+            )
+        )
+    workers = min(limit for limit, _ in limits)
+    reasons = [reason for limit, reason in limits[1:] if limit == workers and workers < requested]
+    return workers, reasons
+
+
 #: How often a worker checks that the process that started it is still alive (s).
 PARENT_CHECK_S: float = 1.0
 

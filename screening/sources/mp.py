@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pymatgen.core import Element, Structure
@@ -89,6 +89,13 @@ ELASTICITY_BATCH = 100
 """Material ids per elasticity request (keeps URLs short)."""
 
 RETRY_AFTER_MAX_S = 60.0
+
+MAX_PAGES = 500
+"""Most pages of one query (500 x 1000 documents: more than the whole database). A server
+that overstates ``meta.total_doc`` and repeats pages would otherwise be asked forever."""
+
+QUERY_DEADLINE_S = 600.0
+"""Default wall time of one Materials Project query, every request, retry and page included."""
 """Longest wait honoured from a server's Retry-After header (s)."""
 
 _API_KEY_PATTERN = re.compile(r"[A-Za-z0-9]{32}")
@@ -429,19 +436,75 @@ def _cache_write(
 # --------------------------------------------------------------------------------------------
 
 
-class _ResponseLog:
-    """Remember the last HTTP response of a session (status and URL), via a response hook."""
+class _QueryStopped(Exception):
+    """Raised from the response hook to end a query that cannot finish (see _ResponseLog)."""
 
-    def __init__(self) -> None:
+
+class _ResponseLog:
+    """Remember the last HTTP response (status and URL); stop paging that cannot end.
+
+    The response hook of the session: mp-api pages until it has ``meta.total_doc``
+    documents, so a server that overstates it and answers an empty page, or the same page
+    again, would be asked without end. This stops the query on an empty page at a non-zero
+    ``_skip``, on a page whose documents all came before, after :data:`MAX_PAGES` pages, and
+    after the deadline.
+    """
+
+    def __init__(self, deadline_s: float = QUERY_DEADLINE_S) -> None:
+        import time
+
         self.status: int | None = None
         self.url: str | None = None
+        self.deadline_s = deadline_s
+        self.started = time.monotonic()
+        self.pages: dict[str, int] = {}
+        self.seen: dict[str, set[str]] = {}
+        self.stopped: str | None = None
+
+    def remaining_s(self) -> float:
+        import time
+
+        return self.deadline_s - (time.monotonic() - self.started)
+
+    def _stop(self, reason: str) -> NoReturn:
+        self.stopped = reason
+        raise _QueryStopped(reason)
 
     def record(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
         self.status = response.status_code
         self.url = response.url
+        if self.remaining_s() <= 0:
+            self._stop(f"no complete answer within the query deadline of {self.deadline_s:g} s")
+        url = urlsplit(response.url or "")
+        if response.status_code != 200 or "/materials/" not in url.path:
+            return
+        route = url.path
+        self.pages[route] = pages = self.pages.get(route, 0) + 1
+        if pages > MAX_PAGES:
+            self._stop(f"more than {MAX_PAGES} pages from {route} (server overstates total_doc?)")
+        try:
+            payload = response.json()
+        except ValueError:
+            return  # mp-api reports a body that is not JSON
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, list):
+            return
+        skip = parse_qs(url.query).get("_skip", ["0"])[-1]
+        ids = {str(doc.get("material_id")) for doc in data if isinstance(doc, dict)}
+        seen = self.seen.setdefault(route, set())
+        if skip not in ("", "0") and ids and ids <= seen:
+            self._stop(
+                f"{route} answered _skip={skip} with documents it had already sent (the server "
+                "repeats pages; its total_doc is overstated)"
+            )
+        seen.update(ids)
 
 
-def _make_session(api_key: str, max_retries: int, backoff_s: float) -> requests.Session:
+def _make_session(
+    api_key: str, max_retries: int, backoff_s: float, log: _ResponseLog | None = None
+) -> requests.Session:
     """Return a requests session carrying the key and a bounded retry policy.
 
     Connection errors and HTTP 429/5xx are retried ``max_retries`` times, waiting
@@ -476,7 +539,23 @@ def _make_session(api_key: str, max_retries: int, backoff_s: float) -> requests.
         raise_on_status=False,
         respect_retry_after_header=True,
     )
-    session = requests.Session()
+
+    class _DeadlineSession(requests.Session):
+        """Each request (all its retries together) gets at most the query's remaining time."""
+
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            if log is not None:
+                remaining = log.remaining_s()
+                if remaining <= 0:
+                    log._stop(
+                        f"no complete answer within the query deadline of {log.deadline_s:g} s"
+                    )
+                share = max(remaining / (max_retries + 1), 0.05)
+                timeout = kwargs.get("timeout")
+                kwargs["timeout"] = share if timeout is None else min(float(timeout), share)
+            return super().request(*args, **kwargs)
+
+    session = _DeadlineSession()
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -589,6 +668,14 @@ def _query_error(
     exc: Exception, log: _ResponseLog, endpoint: str, max_retries: int, backoff_s: float
 ) -> SourceError:
     """Translate an exception raised inside mp-api into a SourceError."""
+    if log.stopped is not None or log.remaining_s() <= 0:
+        reason = log.stopped or (
+            f"no complete answer within the query deadline of {log.deadline_s:g} s"
+        )
+        return SourceError(
+            f"Materials Project query at {endpoint} stopped: {reason}; nothing was screened "
+            "(retry later, narrow the query with --max-candidates, or raise deadline_s)"
+        )
     for inner in (exc, exc.__cause__, exc.__context__):
         if inner is not None and (translated := _transport_error(inner, endpoint)):
             return translated
@@ -723,13 +810,21 @@ def _download(
     backoff_s: float,
     page_size: int,
     timeout_s: float,
+    deadline_s: float = QUERY_DEADLINE_S,
 ) -> tuple[list[Candidate], str, str | None]:
     """Run the summary and elasticity queries; return candidates, time and database version."""
-    session = _make_session(api_key, max_retries, backoff_s)
-    log = _ResponseLog()
+    log = _ResponseLog(deadline_s)
+    session = _make_session(api_key, max_retries, backoff_s, log)
     session.hooks["response"].append(log.record)
     with session:
-        database_version = _probe(session, endpoint, timeout_s, max_retries, backoff_s)
+        try:
+            database_version = _probe(session, endpoint, timeout_s, max_retries, backoff_s)
+        except _QueryStopped as exc:
+            raise _query_error(exc, log, endpoint, max_retries, backoff_s) from exc
+        except SourceError as exc:
+            if log.remaining_s() <= 0:
+                raise _query_error(exc, log, endpoint, max_retries, backoff_s) from exc
+            raise
         retrieved_utc = utc_now_iso()
         try:
             from mp_api.client import MPRester
@@ -804,6 +899,7 @@ def fetch_mp_candidates(
     page_size: int = MAX_PAGE_SIZE,
     timeout_s: float = 30.0,
     refresh: bool = False,
+    deadline_s: float = QUERY_DEADLINE_S,
 ) -> list[Candidate]:
     """Return the Materials Project materials matching ``query`` as candidates.
 
@@ -827,6 +923,10 @@ def fetch_mp_candidates(
         Timeout of one request (s) for the start-up check; mp-api uses its own (20 s).
     refresh
         Ignore a cached answer and query the server again (the cache is then updated).
+    deadline_s
+        Wall time of the whole query (every request, retry and page), s; each request gets
+        at most its share of what remains. Paging also stops on a repeated page and after
+        :data:`MAX_PAGES` pages (a server that overstates ``meta.total_doc``).
 
     Returns
     -------
@@ -874,6 +974,7 @@ def fetch_mp_candidates(
         backoff_s=backoff_s,
         page_size=page_size,
         timeout_s=timeout_s,
+        deadline_s=deadline_s,
     )
     _cache_write(
         cache_file, resolved_endpoint, query_json, candidates, retrieved_utc, database_version

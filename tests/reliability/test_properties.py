@@ -40,6 +40,7 @@ from screening.parameters import ScreeningParameters
 from screening.pipeline import score_candidate
 from screening.sources.base import Candidate
 from screening.sources.cif import load_cif_candidate, load_cif_candidates
+from screening.text import printable
 
 PARAMETERS = ScreeningParameters(**FAST_PHYSICS)
 
@@ -118,12 +119,13 @@ def property_db():
         yield path
 
 
-def _check_outcome(result, candidate_id: str) -> None:
+def _check_outcome(result, candidate_id: str, *file_names: str) -> None:
     assert result.status in ("ok", "failed"), (result.status, result.error)
     if result.status == "failed":
         assert result.error_cause in DOCUMENTED_CAUSES, result.error
         assert result.error and "\n" not in result.error
-        assert result.error.split(":", 1)[0] in (candidate_id, f"{candidate_id}.cif"), result.error
+        heads = (candidate_id, f"{candidate_id}.cif", *file_names)
+        assert any(result.error.startswith(f"{head}:") for head in heads), result.error
     else:
         assert result.error is None
         assert result.sigma_S_per_cm is None or result.sigma_S_per_cm >= 0
@@ -331,3 +333,110 @@ def test_structure_with_an_unknown_element_fails_with_a_documented_cause() -> No
     candidate = Candidate(candidate_id="dummy", source="structure", structure=structure)
     result, _ = score_candidate(candidate, PARAMETERS)
     _check_outcome(result, "dummy")
+
+
+# --- semantic CIF mutations in a folder with hostile names (issue 15) ---------------------------
+
+_OCCUPANCY_VALUES = ("nan", "-0.5", "0", ".", "?", "1e-9", "0.5", "1.0", "1.005", "1.5", "x1")
+
+
+@st.composite
+def mutated_cif(draw: st.DrawFn) -> tuple[bytes, bytes, bool]:
+    """A file name (any bytes but / and NUL), a CIF with mutated occupancies, coordinates,
+    cell lengths or angles, and whether an occupancy is not a number in (0, 1.01]."""
+    stem = draw(
+        st.binary(min_size=1, max_size=10).filter(
+            lambda b: b"/" not in b and b"\x00" not in b and b not in (b".", b"..")
+        )
+    )
+    name = stem + draw(st.sampled_from([b".cif", b".CIF"]))
+    text = draw(st.sampled_from([SYMMETRY_CIF, DISORDERED_CIF]))
+    lines = text.splitlines()
+    rows = [i for i, line in enumerate(lines) if len(line.split()) == 6 and line.startswith(" ")]
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["occupancy", "coordinate", "length", "angle"]))
+        if kind in ("occupancy", "coordinate"):
+            row = draw(st.sampled_from(rows))
+            parts = lines[row].split()
+            if kind == "occupancy":
+                parts[5] = draw(st.sampled_from(_OCCUPANCY_VALUES))
+            else:
+                column = draw(st.integers(2, 4))
+                value = draw(st.floats(-1.5, 1.5, allow_nan=False))
+                parts[column] = f"{value:.4f}"
+            lines[row] = " " + " ".join(parts)
+        else:
+            keys = (
+                ("_cell_length_a", "_cell_length_c")
+                if kind == "length"
+                else ("_cell_angle_alpha", "_cell_angle_gamma")
+            )
+            key = draw(st.sampled_from(keys))
+            row = next(i for i, line in enumerate(lines) if line.startswith(key))
+            low, high = (0.3, 12.0) if kind == "length" else (20.0, 175.0)
+            lines[row] = f"{key}   {draw(st.floats(low, high)):.4f}"
+
+    def unusable(value: str) -> bool:
+        try:
+            number = float(value)
+        except ValueError:
+            return True
+        return not 0 < number <= 1.01
+
+    bad = any(unusable(lines[row].split()[5]) for row in rows)
+    return name, ("\n".join(lines) + "\n").encode(), bad
+
+
+@settings(max_examples=12, **COMMON)
+@given(files=st.lists(mutated_cif(), min_size=1, max_size=3))
+def test_mutated_cifs_with_hostile_names_end_ok_or_failed_in_the_database(
+    files: list[tuple[bytes, bytes, bool]], property_db: Path
+) -> None:
+    """Every candidate of a folder of mutated CIFs ends ``ok`` or ``failed`` with a cause,
+    its row goes into the real SQLite database, and nothing takes long."""
+    import os
+    import time
+
+    with tempfile.TemporaryDirectory() as folder:
+        bad_occupancy = {}
+        for name, content, bad in files:
+            with open(os.path.join(os.fsencode(folder), name), "wb") as handle:
+                handle.write(content)
+            bad_occupancy[name] = bad
+        started = time.monotonic()
+        try:
+            candidates = load_cif_candidates(folder)
+        except Exception as error:  # only an empty folder (every name a dot file) may raise
+            assert "no .cif files" in str(error)
+            return
+        results = []
+        for candidate in candidates:
+            result, _ = score_candidate(candidate, PARAMETERS)
+            file_name = Path(candidate.provenance["file"]).name
+            _check_outcome(result, candidate.candidate_id, file_name)
+            results.append(result)
+        by_name = {
+            Path(c.provenance["file"]).name: r for c, r in zip(candidates, results, strict=True)
+        }
+        for name, bad in bad_occupancy.items():
+            shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+            result = next((r for n, r in by_name.items() if n == printable(shown)), None)
+            if bad and result is not None:  # a site NaN, negative, 0 or not a number: refused
+                assert result.status == "failed", (name, result.status)
+        assert time.monotonic() - started < 60 * len(candidates)
+    ids = [result.candidate_id for result in results]
+    assert len(set(ids)) == len(ids)
+    for candidate_id in ids:
+        candidate_id.encode("utf-8")  # storable
+        assert not any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in candidate_id)
+    run_id = f"mutations-{abs(hash(tuple(files)))}"
+    with closing(database.connect(property_db)) as conn:
+        database.start_run(conn, run_id, PARAMETERS, {"source": run_id})
+        database.insert_results(conn, run_id, results)
+        stored = conn.execute(
+            "SELECT candidate_id, status, error_cause FROM results WHERE run_id = ?", (run_id,)
+        ).fetchall()
+    assert sorted(row[0] for row in stored) == sorted(ids)
+    for _, status, cause in stored:
+        assert status == "ok" or (status == "failed" and cause in DOCUMENTED_CAUSES)
+    assert nonfinite_cells(property_db) == []

@@ -155,3 +155,19 @@ def test_path_runs_through_the_channel_not_a_deeper_pocket_beside_it():
     assert channel.energy_eV.min() == pytest.approx(0.3, abs=0.01)
     assert channel.energy_eV.max() == pytest.approx(0.6, abs=0.01)
     assert channel.length_A == pytest.approx(4.8, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_round_off_does_not_choose_the_grid_loop(seed):
+    """Symmetry-equivalent loops tie on the grid; noise at the level of round-off (what a
+    rotated frame or another BLAS kernel gives) must not pick another one."""
+    x, y, z = _grid(16)
+    # four equivalent channels along z (x, y in {0.25, 0.75}); the minima tie exactly
+    u = np.cos(4 * np.pi * x) + np.cos(4 * np.pi * y) + 0.3 * np.cos(2 * np.pi * z)
+    grid = PeriodicGrid(np.diag([6.0, 6.0, 4.0]), u.shape)
+    reference = grid_percolating_path(u, grid, u.min() + 0.7, 300.0)
+    rng = np.random.default_rng(seed)
+    noisy = u * (1.0 + 4e-16 * rng.standard_normal(u.shape))
+    path = grid_percolating_path(noisy, grid, u.min() + 0.7, 300.0)
+    np.testing.assert_array_equal(path.translation_cells, reference.translation_cells)
+    np.testing.assert_allclose(path.points_A, reference.points_A, atol=1e-12)

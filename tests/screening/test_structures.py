@@ -198,3 +198,30 @@ def test_ionic_radii_fall_back_quietly_for_states_without_a_shannon_radius():
     assert np.all(radii > 0.5)
     assert radii[2] == pytest.approx(1.26, abs=0.15)  # O2-: Shannon radius
     assert radii[3] == pytest.approx(0.76, abs=0.15)  # Li+
+
+
+def test_impossible_bond_lengths_are_refused_naming_the_pair():
+    """A LiF squeezed into a 1 A cubic cell (Li-F 0.87 A) passed the 0.7 A global bound."""
+    squeezed = Structure(Lattice.cubic(1.0), ["Li", "F"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(OverlappingAtomsError) as caught:
+        prepare_framework(squeezed, candidate_id="tiny-lif")
+    message = str(caught.value)
+    assert message.startswith("tiny-lif:")
+    assert "Li+" in message and "F-" in message and "0.87 A apart" in message
+    assert "ionic radii" in message
+
+
+@pytest.mark.parametrize("a_A", [4.03, 3.4])
+def test_real_and_compressed_but_plausible_lif_pass_the_bond_check(a_A):
+    # 3.4 A: Li-F 1.70 A, 0.81 of the radii sum (as short as a C-O bond, relatively)
+    prepare_framework(rocksalt("Li", "F", a_A))
+
+
+def test_partly_occupied_mobile_sites_have_a_looser_bond_bound():
+    """Split Li sites of refined garnets sit at ~0.48 of the Li-O radii sum (OBELiX e6a)."""
+    structure = Structure(
+        Lattice.cubic(4.03),
+        [{"Li": 0.5}, "F", {"Li": 0.5}],
+        [[0.5, 0.5, 0.5 - 1.0 / 4.03], [0.5, 0.5, 0.5], [0, 0, 0]],
+    )
+    prepare_framework(structure, mobile_ion="Li")  # Li-F 1.0 A at half occupancy: kept

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -88,6 +89,11 @@ class MPServerState:
     api_version: str = "0.87.3"
     faults: list[Fault] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
+    #: Misbehaviours (see MPTestServer.misbehave): add this to meta.total_doc; serve the
+    #: first page whatever _skip says; sleep this long before answering /materials/.
+    overstate_total_doc: int = 0
+    repeat_pages: bool = False
+    hang_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -161,6 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
             fault = next((f for f in state.faults if f.applies(path)), None)
             if fault is not None:
                 fault.served += 1
+        if state.hang_s > 0 and path.startswith("/materials/"):
+            time.sleep(state.hang_s)  # a server that accepts and never answers (in time)
         status, payload, headers = self._answer(state, path, params, record, fault)
         record.status = status
         self._send(status, payload, headers)
@@ -217,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
             matches = [doc for doc in docs if doc["material_id"] in wanted]
         else:
             matches = list(docs)
-        page = matches[skip : skip + limit]
+        page = matches[0:limit] if state.repeat_pages else matches[skip : skip + limit]
         if _flag(params.get("_all_fields", "false")):
             data = page
         else:
@@ -226,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
         meta = {
             "api_version": state.api_version,
             "time_stamp": "2025-09-25T00:00:00",
-            "total_doc": len(matches),
+            "total_doc": len(matches) + state.overstate_total_doc,
             "max_limit": MAX_LIMIT,
             "db_version": state.db_version,
         }
@@ -304,6 +312,16 @@ class MPTestServer:
         with self.state.lock:
             self.state.faults.append(fault)
         return fault
+
+    def misbehave(
+        self, *, overstate_total_doc: int = 0, repeat_pages: bool = False, hang_s: float = 0.0
+    ) -> None:
+        """Overstate ``meta.total_doc`` by this many documents, serve the first page for every
+        ``_skip``, and/or hold every ``/materials/`` request ``hang_s`` seconds."""
+        with self.state.lock:
+            self.state.overstate_total_doc = overstate_total_doc
+            self.state.repeat_pages = repeat_pages
+            self.state.hang_s = hang_s
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
         """The requests received on ``path`` (exact path, e.g. ``/materials/summary/``)."""

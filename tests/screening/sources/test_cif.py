@@ -183,13 +183,13 @@ def test_partial_occupancies_are_kept(tmp_path: Path):
 
 
 def test_occupancy_slightly_above_one_is_rescaled(tmp_path: Path):
-    text = DISORDERED_CIF.replace("Na1 Na 0 0 0 0.4", "Na1 Na 0 0 0 0.43")  # total 1.03
+    text = DISORDERED_CIF.replace("Na1 Na 0 0 0 0.4", "Na1 Na 0 0 0 0.405")  # total 1.005
     candidate = load_cif_candidate(write(tmp_path, "rounded.cif", text))
 
     assert candidate.ok
     origin = next(site for site in candidate.structure if "Na" in site.species)
     assert sum(origin.species.values()) == pytest.approx(1.0)
-    assert origin.species["Na"] / origin.species["Li"] == pytest.approx(0.43 / 0.6)
+    assert origin.species["Na"] / origin.species["Li"] == pytest.approx(0.405 / 0.6)
 
 
 def test_single_file_and_provenance(tmp_path: Path):
@@ -311,3 +311,76 @@ def test_obelix_cifs_all_load(record_property):
         )
         assert agree >= 0.95 * len(candidates)
     assert seconds < 120, f"loading {len(files)} CIFs took {seconds:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("row", "value"),
+    [
+        ("Li1 Li 0 0 0 1", "nan"),
+        ("Li1 Li 0 0 0 1", "-0.5"),
+        ("Li1 Li 0 0 0 1", "0"),
+        ("Li1 Li 0 0 0 1", "."),
+        ("Li1 Li 0 0 0 1", "?"),
+        ("Li1 Li 0 0 0 1", "1.5"),
+        ("F1 F 0.5 0.5 0.5 1", "inf"),
+    ],
+)
+def test_occupancy_that_is_not_in_zero_one_fails_naming_the_site(tmp_path: Path, row, value):
+    """pymatgen silently drops such sites (LiF with a NaN Li scored 9 S/cm): refuse them."""
+    text = LIF_CIF.replace(row, row[: row.rindex(" ")] + " " + value)
+    assert text != LIF_CIF
+    candidate = load_cif_candidate(write(tmp_path, "bad_occupancy.cif", text))
+    assert not candidate.ok and candidate.load_error_cause == "parse_error"
+    label = row.split()[0]
+    assert f"site {label}" in candidate.load_error and repr(value) in candidate.load_error
+    assert candidate.load_error.startswith("bad_occupancy.cif:")
+
+
+def test_occupancies_summing_above_one_on_a_site_fail(tmp_path: Path):
+    text = DISORDERED_CIF.replace("Na1 Na 0 0 0 0.4", "Na1 Na 0 0 0 0.43")  # total 1.03
+    candidate = load_cif_candidate(write(tmp_path, "over.cif", text))
+    assert not candidate.ok and candidate.load_error_cause == "parse_error"
+
+
+def test_symlink_gets_the_name_the_user_sees(tmp_path: Path):
+    target = write(tmp_path, "noext", LIF_CIF)
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    (folder / "mylabel.cif").symlink_to(target)
+    [candidate] = load_cif_candidates(folder)
+    assert candidate.ok and candidate.candidate_id == "mylabel"
+    assert candidate.provenance["file"] == str(folder / "mylabel.cif")
+    assert candidate.provenance["target"] == str(target)
+
+
+def test_duplicates_fail_one_candidate_each_not_the_folder(tmp_path: Path):
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    write(folder, "real.cif", LIF_CIF)
+    (folder / "alias.cif").symlink_to(folder / "real.cif")
+    write(folder, "a.cif", LIF_CIF)
+    write(folder, "a.CIF", DISORDERED_CIF)
+    candidates = {c.candidate_id: c for c in load_cif_candidates(folder)}
+    # names sort by their bytes: a.CIF before a.cif keeps the id "a"
+    assert sorted(candidates) == ["a", "a.cif", "alias", "real"]
+    assert candidates["real"].ok and candidates["a"].ok
+    alias, upper = candidates["alias"], candidates["a.cif"]
+    assert not alias.ok and alias.load_error_cause == "source_error"
+    assert alias.load_error.startswith("alias.cif:") and "real.cif" in alias.load_error
+    assert not upper.ok and upper.load_error_cause == "source_error"
+    assert upper.load_error.startswith("a.cif:") and "'a'" in upper.load_error
+
+
+def test_name_that_is_not_utf8_gets_a_printable_unique_id(tmp_path: Path):
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    with open(os.path.join(os.fsencode(folder), b"\xff\x1b[31m.cif"), "w") as handle:
+        handle.write(LIF_CIF)
+    write(folder, "LiF.cif", LIF_CIF)
+    candidates = load_cif_candidates(folder)
+    ids = sorted(c.candidate_id for c in candidates)
+    assert ids == ["LiF", "\\xff\\x1b[31m"]
+    for candidate in candidates:
+        assert candidate.ok
+        candidate.candidate_id.encode("utf-8")  # no surrogates: SQLite and JSON can store it
+        candidate.provenance["file"].encode("utf-8")

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 from pymatgen.core import Structure
 
 from screening.errors import SourceError
-from screening.sources import load_candidates
+from screening.sources import load_candidates, mp
 from screening.sources.mp import (
     ELASTICITY_FIELDS,
     SUMMARY_FIELDS,
@@ -412,3 +413,45 @@ def test_query_search_arguments():
 def test_query_rejects_bad_input(options):
     with pytest.raises(ValidationError):
         MPQuery(**options)
+
+
+# --- servers that never finish (issue 15) -----------------------------------------------------
+
+
+def test_overstated_total_doc_with_repeated_pages_stops(mp_server, mp_key, tmp_path):
+    """A server that overstates total_doc and serves page one for every _skip was asked
+    forever (108,760 identical requests in 150 s); the query stops on the repeated page."""
+    mp_server.misbehave(overstate_total_doc=10_000_000, repeat_pages=True)
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="repeats pages") as info:
+        fetch(mp_server, mp_key, tmp_path / "cache.sqlite", page_size=2)
+    assert time.monotonic() - started < 30
+    assert mp_server.count(SUMMARY) <= 3  # page one, then the repeat
+    assert "\n" not in str(info.value) and mp_server.endpoint in str(info.value)
+    assert cached_queries(tmp_path / "cache.sqlite") == []
+
+
+def test_overstated_total_doc_with_empty_pages_stops(mp_server, mp_key, tmp_path):
+    mp_server.misbehave(overstate_total_doc=10_000_000)
+    candidates = fetch(mp_server, mp_key, tmp_path / "cache.sqlite", page_size=2)
+    assert [c.candidate_id for c in candidates] == lithium_ids(mp_server)
+    assert mp_server.count(SUMMARY) <= 4  # three pages and the first empty one
+
+
+def test_pages_are_capped(mp_server, mp_key, tmp_path, monkeypatch):
+    """Distinct pages without end stop at MAX_PAGES (here lowered to 2 for speed)."""
+    monkeypatch.setattr(mp, "MAX_PAGES", 2)
+    mp_server.misbehave(overstate_total_doc=10_000_000)
+    with pytest.raises(SourceError, match="more than 2 pages"):
+        fetch(mp_server, mp_key, tmp_path / "cache.sqlite", page_size=1)
+    assert mp_server.count(SUMMARY) == 3
+
+
+def test_hung_server_is_reported_at_the_query_deadline(mp_server, mp_key, tmp_path):
+    mp_server.misbehave(hang_s=30.0)
+    started = time.monotonic()
+    with pytest.raises(SourceError, match=r"query deadline of 3 s") as info:
+        fetch(mp_server, mp_key, tmp_path / "cache.sqlite", deadline_s=3.0)
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, elapsed
+    assert "\n" not in str(info.value)
