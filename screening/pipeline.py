@@ -162,6 +162,7 @@ class Analysis:
     results: dict[str, Any] = dataclasses.field(default_factory=dict)
     shared_sites: str = "mean_field"
     arrangement: ArrangementFactor | None = None
+    structure: Any = None
 
 
 def _elastic_for(
@@ -471,6 +472,7 @@ def analyse_candidate(
         seconds=seconds,
         shared_sites=shared_sites,
         arrangement=arrangement,
+        structure=structure,
     )
     _transport(analysis, parameters)
     lap("transport")
@@ -918,37 +920,50 @@ class DefectModel:
 #: Empty minima of the grid tried as the interstitial of a Frenkel pair.
 FRENKEL_INTERSTITIALS: int = 8
 
+#: Newton refinement of a grid minimum: largest step (A) and most steps.
+REFINE_STEP_A: float = 0.1
+REFINE_ITERATIONS: int = 20
+
 
 def _refine_minima(
     field_: PairField, frac_coords: np.ndarray, lattice_matrix_A: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Polish grid minima of U with the analytic gradient (L-BFGS, within 0.5 A).
+    """Polish grid minima of U with Newton steps on the analytic gradient and Hessian.
+
+    Each step is x <- x - H^-1 g where H is positive definite (else a gradient step),
+    capped at :data:`REFINE_STEP_A`; at most :data:`REFINE_ITERATIONS` steps, stopping when
+    the gradient is below 1e-4 eV/A. A step that raises U is halved (up to 10 times).
 
     Returns the refined fractional positions and U there (eV).
     """
-    from scipy.optimize import minimize
-
-    positions, energies = [], []
-    for frac in np.atleast_2d(frac_coords):
-        start = frac @ lattice_matrix_A
-
-        def energy_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
-            values = evaluate_points(field_, x[None, :], derivatives=1)
-            assert values.gradient_eV_per_A is not None
-            return float(values.energy_eV[0]), values.gradient_eV_per_A[0]
-
-        bounds = [(c - 0.5, c + 0.5) for c in start]
-        found = minimize(
-            energy_and_gradient,
-            start,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            options={"maxiter": 50},
-        )
-        positions.append(found.x @ np.linalg.inv(lattice_matrix_A))
-        energies.append(float(found.fun))
-    return np.array(positions).reshape(-1, 3), np.array(energies)
+    points = np.atleast_2d(frac_coords) @ lattice_matrix_A
+    values = evaluate_points(field_, points, derivatives=2)
+    energy = values.energy_eV.copy()
+    for _ in range(REFINE_ITERATIONS):
+        gradient, hessian = values.gradient_eV_per_A, values.hessian_eV_per_A2
+        assert gradient is not None and hessian is not None
+        if np.all(np.linalg.norm(gradient, axis=1) < 1e-4):
+            break
+        step = np.empty_like(points)
+        for k in range(len(points)):
+            eigen = np.linalg.eigvalsh(hessian[k])
+            if eigen[0] > 1e-3:
+                step[k] = -np.linalg.solve(hessian[k], gradient[k])
+            else:
+                step[k] = -gradient[k] / max(float(np.abs(eigen).max()), 1.0)
+        length = np.linalg.norm(step, axis=1, keepdims=True)
+        step *= np.minimum(1.0, REFINE_STEP_A / np.maximum(length, 1e-300))
+        for _ in range(10):
+            trial = evaluate_points(field_, points + step, derivatives=2)
+            worse = trial.energy_eV > energy
+            if not np.any(worse):
+                break
+            step[worse] *= 0.5
+        better = trial.energy_eV <= energy
+        points[better] = (points + step)[better]
+        values = evaluate_points(field_, points, derivatives=2)
+        energy = values.energy_eV.copy()
+    return points @ np.linalg.inv(lattice_matrix_A), energy
 
 
 def _defect_model(analysis: Analysis, parameters: ScreeningParameters) -> DefectModel:
@@ -1286,8 +1301,9 @@ def score_candidate(
             f"elastic='chgnet' but {reason}: Lambda from {document.elastic_source}"
         )
     if parameters.potential == "chgnet":
+        # the cell the BVSE path was found in (the reduced primitive cell by default)
         fields, notes, seconds = universal_result_fields(
-            candidate.structure,
+            analysis.structure if analysis.structure is not None else candidate.structure,
             analysis,
             parameters,
             candidate_id=candidate.candidate_id,

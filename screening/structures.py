@@ -555,9 +555,30 @@ def reduced_primitive_cell(structure: Structure) -> Structure:
     grid included, does not depend on the cell the file happened to use. Occupancies count
     as part of the species (a disordered site maps only onto an equally disordered one).
     Where no smaller cell is found the given cell is only Niggli-reduced.
+
+    The origin is then put on an anchor site: one of the sites of the rarest species (its
+    composition string; ties go to the heavier species, then to the first such site), so
+    that an origin shift of the same crystal gives the same grid too (exactly when the
+    anchor's sites form one orbit, as they usually do for the rarest species).
     """
-    primitive = structure.get_primitive_structure(tolerance=PRIMITIVE_TOLERANCE_A)
-    return primitive.get_reduced_structure()
+    matrix = structure.lattice.matrix
+    finite = np.all(np.isfinite(matrix)) and np.all(np.isfinite(structure.frac_coords))
+    if len(structure) == 0 or not finite or abs(float(np.linalg.det(matrix))) < 1.0:
+        return structure  # prepare_framework refuses it with the cause
+    try:
+        primitive = structure.get_primitive_structure(tolerance=PRIMITIVE_TOLERANCE_A)
+        reduced = primitive.get_reduced_structure()
+    except (ValueError, np.linalg.LinAlgError):
+        return structure  # a cell pymatgen cannot reduce is analysed as given
+    keys = [site.species.formula for site in reduced]
+    counts = {key: keys.count(key) for key in keys}
+    weight = {key: reduced[keys.index(key)].species.weight for key in counts}
+    anchor_key = min(counts, key=lambda key: (counts[key], -float(weight[key]), key))
+    anchor = keys.index(anchor_key)
+    reduced.translate_sites(
+        list(range(len(reduced))), -reduced[anchor].frac_coords, frac_coords=True, to_unit_cell=True
+    )
+    return reduced
 
 
 def prepare_framework(

@@ -50,7 +50,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from screening import __version__
 from screening.parameters import ScreeningParameters
@@ -127,6 +126,17 @@ UPPER_BOUND_POLICY: dict[str, str] = {
 # ---------------------------------------------------------------------------------------
 
 
+def _stats() -> Any:
+    """Return scipy.stats, imported when first needed.
+
+    It imports scipy.integrate (0.3 s) that a screen with the learned model, which imports
+    this module, would otherwise pay for nothing.
+    """
+    from scipy import stats
+
+    return stats
+
+
 def _finite_or_none(value: Any) -> float | None:
     if value is None:
         return None
@@ -151,7 +161,7 @@ def _ranks(
     a, b = _pair(predicted, measured)
     if len(a) < 3 or np.isnan(a).any() or np.isnan(b).any():
         return None
-    ra, rb = stats.rankdata(a), stats.rankdata(b)
+    ra, rb = _stats().rankdata(a), _stats().rankdata(b)
     if np.ptp(ra) == 0 or np.ptp(rb) == 0:
         return None
     return ra, rb
@@ -173,7 +183,7 @@ def spearman(
         None with fewer than 3 pairs or when either array is constant.
     """
     ranks = _ranks(predicted, measured)
-    return None if ranks is None else _finite_or_none(stats.spearmanr(*ranks).statistic)
+    return None if ranks is None else _finite_or_none(_stats().spearmanr(*ranks).statistic)
 
 
 def kendall(
@@ -186,7 +196,7 @@ def kendall(
     ranks = _ranks(predicted, measured)
     if ranks is None:
         return None
-    return _finite_or_none(stats.kendalltau(*ranks, variant="b").statistic)
+    return _finite_or_none(_stats().kendalltau(*ranks, variant="b").statistic)
 
 
 def auc_mann_whitney(
@@ -217,7 +227,7 @@ def auc_mann_whitney(
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
-    ranks = stats.rankdata(s)
+    ranks = _stats().rankdata(s)
     u = float(ranks[y].sum()) - n_pos * (n_pos + 1) / 2.0
     return u / (n_pos * n_neg)
 
@@ -383,8 +393,8 @@ def censored_monotone_mae(
 
 def _rowwise_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman of each row pair of two 2D arrays (NaN for a constant row)."""
-    ra = stats.rankdata(a, axis=1)
-    rb = stats.rankdata(b, axis=1)
+    ra = _stats().rankdata(a, axis=1)
+    rb = _stats().rankdata(b, axis=1)
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
     denominator = np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))

@@ -289,3 +289,43 @@ def test_a_general_rotation_does_not_change_the_headline():
     assert base.status == turned.status == "ok"
     assert turned.log10_sigma_S_per_cm == pytest.approx(base.log10_sigma_S_per_cm, abs=1e-9)
     assert turned.barrier_eV == pytest.approx(base.barrier_eV, abs=1e-9)
+
+
+@pytest.mark.parametrize("change", ["supercell", "origin", "setting"])
+def test_the_cell_the_file_uses_does_not_change_any_column(change):
+    """A supercell, an origin shift or another setting of alpha-Li3N: the same row.
+
+    Every structure is analysed in its reduced primitive cell with the origin on an anchor
+    site (screening.structures.reduced_primitive_cell), so the grid is the same; before,
+    1x, 2x and 3x LiF gave 2.2e-4, 3.4e-4 and 9.3e-5 S/cm. Tolerance: the float round-off
+    of the cell transformation (1e-9 relative), far below the grid's own resolution.
+    """
+    structure = _li3n()
+    other = structure.copy()
+    if change == "supercell":
+        other.make_supercell([2, 1, 3])
+    elif change == "origin":
+        other.translate_sites(list(range(len(other))), [0.13, 0.27, 0.41])
+    else:  # lattice vectors a, a + b, a + b + c: the same crystal in an oblique setting
+        other.make_supercell([[1, 0, 0], [1, 1, 0], [1, 1, 1]])
+    parameters = ScreeningParameters(**FAST)
+    base, _ = score_candidate(
+        Candidate(candidate_id="a", source="structure", structure=structure), parameters
+    )
+    moved, _ = score_candidate(
+        Candidate(candidate_id="a", source="structure", structure=other), parameters
+    )
+    assert base.status == moved.status == "ok", (base.error, moved.error)
+    a, b = base.ranking_row(), moved.ranking_row()
+    compared = 0
+    for key, value in a.items():
+        if isinstance(value, float) and key not in ("candidate_fingerprint",):
+            assert b[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+            compared += 1
+    assert compared > 20
+    # the tensor rotates with the setting's Cartesian frame only if the lattice rotated; it
+    # did not here, so the tensor is the same too
+    tensor = np.array(base.sigma_tensor_S_per_cm)
+    np.testing.assert_allclose(
+        moved.sigma_tensor_S_per_cm, tensor, rtol=1e-9, atol=1e-9 * np.abs(tensor).max()
+    )

@@ -185,7 +185,9 @@ def test_params_lists_every_parameter_from_the_model(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     for name in ScreeningParameters.model_fields:
         assert f"\n{name} = " in listed.stdout, name
-    assert "temperature_K = 300.0  (K; float; > 0, <= 5000)  [also --temperature]" in listed.stdout
+    assert (
+        "temperature_K = 300.0  (K; float; >= 50, <= 5000)  [also --temperature]" in listed.stdout
+    )
     assert "framework_relaxation = elastic  (frozen/elastic)" in listed.stdout
     helped = run_cli(["screen", "--param", "help"], env)
     assert helped.returncode == 0 and helped.stdout == listed.stdout
