@@ -33,6 +33,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import erfc
 
+from screening.structures import Framework
 from screening.units import thermal_energy_eV
 
 #: Two positions of the mobile ion closer than this (A) are alternatives for one ion (split
@@ -161,6 +162,19 @@ def sublattice_occupancy(
         cluster_labels=labels,
         site_occupancy=np.minimum(mobile + framework, 1.0),
         mobile_occupancy=np.minimum(mobile, 1.0),
+    )
+
+
+def framework_sublattice(
+    framework: Framework, merge_radius_A: float = SITE_MERGE_RADIUS_A
+) -> SublatticeOccupancy:
+    """:func:`sublattice_occupancy` of a framework's mobile-ion positions."""
+    return sublattice_occupancy(
+        framework.mobile_frac_coords,
+        framework.mobile_occupancies,
+        framework.mobile_site_framework_occupancies,
+        framework.lattice_matrix_A,
+        merge_radius_A,
     )
 
 
@@ -362,24 +376,19 @@ def frenkel_pair(
     # every ion repels, its own site and split positions excluded (within the merge
     # radius); the moved ion is then taken away from the interstitial's sum: only that one
     # ion, not its periodic images, which are other ions of the crystal (a dilute pair)
-    on_site_all = site_energy_eV[starts] + like_ion_energy_eV(
-        site_frac[starts],
-        site_frac,
-        occupancies,
-        lattice_matrix_A,
-        prefactor_eV_A,
-        screening_A,
-        exclude_within_A=merge_radius_A,
-    )
-    at_minima_all = minima_energy[chosen] + like_ion_energy_eV(
-        minima_frac[chosen],
-        site_frac,
-        occupancies,
-        lattice_matrix_A,
-        prefactor_eV_A,
-        screening_A,
-        exclude_within_A=merge_radius_A,
-    )
+    def repulsion(points: np.ndarray) -> np.ndarray:
+        return like_ion_energy_eV(
+            points,
+            site_frac,
+            occupancies,
+            lattice_matrix_A,
+            prefactor_eV_A,
+            screening_A,
+            exclude_within_A=merge_radius_A,
+        )
+
+    on_site_all = site_energy_eV[starts] + repulsion(site_frac[starts])
+    at_minima_all = minima_energy[chosen] + repulsion(minima_frac[chosen])
     to_sites_chosen = to_sites[chosen]  # (m, n) nearest-image distances, A
     best = none
     for start, on_site in zip(starts, on_site_all, strict=True):

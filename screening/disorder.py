@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from screening.carriers import SITE_MERGE_RADIUS_A, screened_coulomb_eV, sublattice_occupancy
+from screening.carriers import SITE_MERGE_RADIUS_A, framework_sublattice, screened_coulomb_eV
 from screening.forcefield import coulomb_pair_parameters
 from screening.network import effective_conductivity, replicate_network
 from screening.structures import Framework
@@ -124,13 +124,7 @@ def shared_site_network(
     :data:`ARRANGEMENT_CUTOFF_A`.
     """
     lattice = framework.lattice_matrix_A
-    sublattice = sublattice_occupancy(
-        framework.mobile_frac_coords,
-        framework.mobile_occupancies,
-        framework.mobile_site_framework_occupancies,
-        lattice,
-        merge_radius_A,
-    )
+    sublattice = framework_sublattice(framework, merge_radius_A)
     labels = sublattice.cluster_labels
     n = sublattice.n_sites
     first = np.array([np.flatnonzero(labels == k)[0] for k in range(n)], dtype=int)

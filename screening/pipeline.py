@@ -44,11 +44,11 @@ from screening.carriers import (
     SublatticeOccupancy,
     carrier_fraction,
     carrier_mechanism,
+    framework_sublattice,
     frenkel_pair,
     grid_local_minima,
     intrinsic_defect_fraction,
     periodic_distances_A,
-    sublattice_occupancy,
 )
 from screening.conductivity import (
     POLYCRYSTAL_AVERAGES,
@@ -975,12 +975,7 @@ def _defect_model(analysis: Analysis, parameters: ScreeningParameters) -> Defect
     """
     framework = analysis.framework
     lattice = framework.lattice_matrix_A
-    sublattice = sublattice_occupancy(
-        framework.mobile_frac_coords,
-        framework.mobile_occupancies,
-        framework.mobile_site_framework_occupancies,
-        lattice,
-    )
+    sublattice = framework_sublattice(framework)
     site_energy = evaluate_points(analysis.field, framework.mobile_frac_coords @ lattice).energy_eV
     site_energy = np.where(framework.mobile_site_framework_occupancies > 0, np.inf, site_energy)
     minima = grid_local_minima(analysis.energy_grid_eV)

@@ -568,12 +568,12 @@ def reduced_primitive_cell(structure: Structure) -> Structure:
     try:
         primitive = structure.get_primitive_structure(tolerance=PRIMITIVE_TOLERANCE_A)
         reduced = primitive.get_reduced_structure()
-    except (ValueError, np.linalg.LinAlgError):
+        keys = [site.species.formula for site in reduced]
+        counts = {key: keys.count(key) for key in keys}
+        weight = {key: float(reduced[keys.index(key)].species.weight) for key in counts}
+    except Exception:  # e.g. dummy species: prepare_framework names the cause
         return structure  # a cell pymatgen cannot reduce is analysed as given
-    keys = [site.species.formula for site in reduced]
-    counts = {key: keys.count(key) for key in keys}
-    weight = {key: reduced[keys.index(key)].species.weight for key in counts}
-    anchor_key = min(counts, key=lambda key: (counts[key], -float(weight[key]), key))
+    anchor_key = min(counts, key=lambda key: (counts[key], -weight[key], key))
     anchor = keys.index(anchor_key)
     reduced.translate_sites(
         list(range(len(reduced))), -reduced[anchor].frac_coords, frac_coords=True, to_unit_cell=True
