@@ -307,7 +307,9 @@ def _smeared_spline(field: PairField, type_index: int) -> CubicSpline:
     phi_bar''. Cached per parameter set.
     """
     sigma = float(field.thermal_rms_A[type_index])  # type: ignore[index]
-    key = (*_term_key(field, type_index), round(sigma, 5))
+    # exact values: a key rounded would hand one candidate a spline built for another's
+    # slightly different parameters, and its numbers would depend on what ran before
+    key = (*_term_key(field, type_index), float(sigma))
     spline = _SMEARED_SPLINES.get(key)
     if spline is not None:
         return spline
@@ -388,7 +390,7 @@ def _relaxed_spline(field: PairField, type_index: int) -> CubicSpline:
     """Cubic spline of the relaxed pair energy (:func:`relaxed_pair_energy`), cached."""
     stiffness = float(field.relaxation_stiffness_eV_per_A2[type_index])  # type: ignore[index]
     rms = 0.0 if field.thermal_rms_A is None else float(field.thermal_rms_A[type_index])
-    key = (*_term_key(field, type_index), round(rms, 5), round(stiffness, 6))
+    key = (*_term_key(field, type_index), float(rms), float(stiffness))  # exact, as above
     spline = _RELAXED_SPLINES.get(key)
     if spline is not None:
         return spline
