@@ -752,8 +752,9 @@ def chgnet_path_profile(
     Parameters
     ----------
     structure
-        The candidate's structure (only checked against the analysis's lattice; the frozen
-        framework is built from ``analysis.framework``, which is what the path lives in).
+        The candidate's structure (checked against the analysis's lattice when the analysis
+        does not record its own cell; the frozen framework is built from
+        ``analysis.framework``, which is what the path lives in).
     analysis
         The BVSE analysis (:func:`screening.pipeline.analyse_candidate`): its framework and
         relaxed percolating path.
@@ -786,8 +787,12 @@ def chgnet_path_profile(
             f"mobile ion {mobile_ion} differs from the analysis's {framework.mobile_element}",
             candidate_id,
         )
-    if structure is not None and not np.allclose(
-        np.asarray(structure.lattice.matrix), framework.lattice_matrix_A, atol=1e-6
+    # the analysis records the cell it worked in (the reduced primitive cell by default),
+    # which is the one the path lives in; a structure given here is then only that crystal
+    analysed = getattr(analysis, "structure", None)
+    reference = analysed if analysed is not None else structure
+    if reference is not None and not np.allclose(
+        np.asarray(reference.lattice.matrix), framework.lattice_matrix_A, atol=1e-6
     ):
         raise UniversalPotentialError("structure and analysis have different cells", candidate_id)
     if model is None:

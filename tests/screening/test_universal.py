@@ -164,7 +164,9 @@ def _scan(structure: Structure, model, settings: UniversalSettings | None = None
     from screening.pipeline import analyse_candidate
     from screening.universal import chgnet_path_profile, universal_transport
 
-    parameters = ScreeningParameters(grid_spacing_A=0.25)
+    # the conventional cubic cells these checks were calibrated on (the CHGNet surface is
+    # rough on the 0.05 A scale; its Hessian's asymmetry depends on where the path runs)
+    parameters = ScreeningParameters(grid_spacing_A=0.25, reduce_to_primitive=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         analysis = analyse_candidate(structure, parameters)
