@@ -40,19 +40,23 @@ NOT_SCORING_MODULES = frozenset({"learning.py"})
 #: Libraries whose version enters the key (a new release may change a structure's numbers).
 KEYED_LIBRARIES = ("numpy", "scipy", "pymatgen", "spglib", "chgnet", "torch")
 
+#: The libraries behind the bond-valence physics alone (CHGNet and torch only matter with
+#: ``potential="chgnet"``): what a learned model trained on BVSE descriptors depends on.
+BVSE_LIBRARIES = ("numpy", "scipy", "pymatgen", "spglib")
+
 
 @cache
-def code_fingerprint() -> str:
+def code_fingerprint(libraries: tuple[str, ...] = KEYED_LIBRARIES) -> str:
     """Return a digest of iondrag's science code, its data and its libraries' versions (hex).
 
     Covers every ``.py`` file of the ``screening`` package but :data:`NOT_SCORING_MODULES`,
-    the force-field tables of the data folder and the installed versions of
-    :data:`KEYED_LIBRARIES`: records scored by other code are never reused.
+    the force-field tables of the data folder and the installed versions of ``libraries``
+    (default :data:`KEYED_LIBRARIES`): records scored by other code are never reused.
     """
     from importlib.metadata import PackageNotFoundError, version
 
     digest = hashlib.sha256(__version__.encode())
-    for library in KEYED_LIBRARIES:
+    for library in libraries:
         try:
             digest.update(f"{library}=={version(library)}".encode())
         except PackageNotFoundError:

@@ -294,7 +294,7 @@ def run_learn(
 
     from screening import __version__, learning
     from screening.validation import DATA_ATTRIBUTION, run_validation
-    from screening.validation_journal import code_fingerprint
+    from screening.validation_journal import BVSE_LIBRARIES, code_fingerprint
 
     if rows_used not in ("all", "cif"):
         raise ValueError(f"rows must be 'all' or 'cif', got {rows_used!r}")
@@ -360,7 +360,7 @@ def run_learn(
     model.meta = {
         "format": FORMAT,
         "iondrag_version": __version__,
-        "code_fingerprint": code_fingerprint(),
+        "code_fingerprint": code_fingerprint(BVSE_LIBRARIES),
         "parameters": parameters.model_dump(mode="json"),
         "sklearn_version": sklearn.__version__,
         "data": {
@@ -439,7 +439,7 @@ def load_model(path: Path, parameters: ScreeningParameters | None = None) -> Lea
 
     from screening import learning
     from screening.validation import _RESULT_FIELDS
-    from screening.validation_journal import code_fingerprint
+    from screening.validation_journal import BVSE_LIBRARIES, code_fingerprint
 
     try:
         with warnings.catch_warnings():
@@ -469,7 +469,7 @@ def load_model(path: Path, parameters: ScreeningParameters | None = None) -> Lea
             f"trained with scikit-learn {meta.get('sklearn_version')}, "
             f"running {sklearn.__version__}"
         )
-    if meta.get("code_fingerprint") != code_fingerprint():
+    if meta.get("code_fingerprint") != code_fingerprint(BVSE_LIBRARIES):
         notes.append(
             "the physics code or its libraries changed since training (retrain: docs/learning.md)"
         )
