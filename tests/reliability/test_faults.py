@@ -11,12 +11,10 @@ same run twice), and the MP faults go through ``iondrag screen --source mp``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import signal
 import sqlite3
-import sys
 import time
 from contextlib import closing
 from pathlib import Path
@@ -257,37 +255,8 @@ def test_three_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
 # --- Materials Project through the command line ----------------------------------------------
 
 
-def _mp_fixtures():
-    """The local MP server and its documents (tests/screening/sources), loaded by path."""
-    name = "iondrag_tests_mp_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "screening" / "sources" / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture
-def mp_server():
-    pytest.importorskip("mp_api")
-    fixtures = _mp_fixtures()
-    server = fixtures.MPTestServer(
-        fixtures.make_summary_docs(), fixtures.make_elasticity_docs(), api_key=fixtures.MP_TEST_KEY
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _mp_env(tmp_path: Path, server) -> dict[str, str]:
-    return clean_env(
-        tmp_path, MP_API_KEY=_mp_fixtures().MP_TEST_KEY, MP_API_ENDPOINT=server.endpoint
-    )
+    return clean_env(tmp_path, MP_API_KEY=server.state.api_key, MP_API_ENDPOINT=server.endpoint)
 
 
 MP_ARGS = ("screen", "--source", "mp", "--elements", "Li,F", *FAST_CLI, "--workers", "1")

@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
-import sys
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
-import pytest
 from wf_helpers import FAST_CLI, clean_env, run_cli
-
-
-def _fixtures() -> Any:
-    name = "iondrag_tests_mp_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "screening" / "sources" / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture
-def mp_server():
-    pytest.importorskip("mp_api")
-    fixtures = _fixtures()
-    server = fixtures.MPTestServer(
-        fixtures.make_summary_docs(), fixtures.make_elasticity_docs(), api_key=fixtures.MP_TEST_KEY
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _rows(db: Path) -> list[dict]:
@@ -47,7 +17,7 @@ def _rows(db: Path) -> list[dict]:
 
 def test_band_gap_and_element_filters_and_the_band_gap_column(mp_server, tmp_path) -> None:
     env = clean_env(
-        tmp_path, MP_API_KEY=_fixtures().MP_TEST_KEY, MP_API_ENDPOINT=mp_server.endpoint
+        tmp_path, MP_API_KEY=mp_server.state.api_key, MP_API_ENDPOINT=mp_server.endpoint
     )
     db = tmp_path / "rank.sqlite"
     args = [
