@@ -199,15 +199,21 @@ def test_frenkel_pair_ignores_minima_on_the_ions_own_sites() -> None:
 def test_like_ion_energy_is_periodic_and_counts_images() -> None:
     # a 5 A cube with one ion: a point at the body centre sees 8 images at 4.33 A
     lattice = np.eye(3) * 5.0
-    value = like_ion_energy_eV(
-        np.array([[0.5, 0.5, 0.5]]),
-        np.zeros((1, 3)),
-        np.ones(1),
-        lattice,
-        7.2,
-        1.9,
-        exclude_within_A=1.0,
-    )[0]
+
+    def one_ion_at_origin(point: list[float]) -> float:
+        return float(
+            like_ion_energy_eV(
+                np.array([point]),
+                np.zeros((1, 3)),
+                np.ones(1),
+                lattice,
+                7.2,
+                1.9,
+                exclude_within_A=1.0,
+            )[0]
+        )
+
+    value = one_ion_at_origin([0.5, 0.5, 0.5])
     # reference: every image within the 8 A cut-off, summed by hand
     images = np.stack(np.meshgrid(*[np.arange(-3, 4)] * 3, indexing="ij"), -1).reshape(-1, 3)
     r = np.linalg.norm((np.array([0.5, 0.5, 0.5]) - images) * 5.0, axis=1)
@@ -215,15 +221,7 @@ def test_like_ion_energy_is_periodic_and_counts_images() -> None:
     assert value == pytest.approx(expected, rel=1e-12)
     # and the first shell (8 images at 4.33 A) is almost all of it
     assert value == pytest.approx(8 * _phi(np.sqrt(3) * 2.5, 7.2, 1.9), rel=1e-3)
-    shifted = like_ion_energy_eV(
-        np.array([[1.5, -0.5, 2.5]]),
-        np.zeros((1, 3)),
-        np.ones(1),
-        lattice,
-        7.2,
-        1.9,
-        exclude_within_A=1.0,
-    )[0]
+    shifted = one_ion_at_origin([1.5, -0.5, 2.5])
     assert shifted == pytest.approx(value)
 
 
