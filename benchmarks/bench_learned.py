@@ -30,8 +30,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    from screening.sources import load_candidates
-    from workflows.learn import candidate_features, default_model_path, load_model
+    from iondrag.adapters.sources import load_candidates
+    from iondrag.workflows.learn import candidate_features, default_model_path, load_model
 
     path = args.model or default_model_path()
     started = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Scores rock-salt LiF supercells (8 to 8 n^3 atoms) at several grid spacings, each in a fresh
 process, and prints the peak resident memory above the process's baseline (the science
-imported) next to ``screening.potential.grid_memory_MB`` of the grid it used:
+imported) next to ``iondrag.screening.potential.grid_memory_MB`` of the grid it used:
 
     python benchmarks/bench_memory.py                    # 1x1x1 to 3x3x3, 0.5 to 0.15 A
     python benchmarks/bench_memory.py --sizes 1,2 --grids 0.3,0.2
@@ -33,10 +33,10 @@ def _measure(size: int, grid_A: float, queue: multiprocessing.Queue) -> None:
     import numpy as np
     from pymatgen.core import Lattice, Structure
 
-    from screening.parameters import ScreeningParameters
-    from screening.pipeline import score_candidate
-    from screening.potential import grid_memory_MB
-    from screening.sources.base import Candidate
+    from iondrag.screening.candidates import Candidate
+    from iondrag.screening.parameters import ScreeningParameters
+    from iondrag.screening.pipeline import score_candidate
+    from iondrag.screening.potential import grid_memory_MB
 
     warnings.simplefilter("ignore")
     fcc = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])

@@ -24,13 +24,13 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from screening.network import (
+from iondrag.screening.network import (
     critical_path_barrier_eV,
     effective_conductivity,
     random_network_conductivity,
     simple_cubic_bonds,
 )
-from screening.units import thermal_energy_eV
+from iondrag.screening.units import thermal_energy_eV
 
 
 def best_of(repeats: int, call) -> float:

@@ -58,9 +58,9 @@ def ordered_structures(folder: Path, max_atoms: int, limit: int):
 
 
 def run_iondrag(cid, structure):
-    from screening.parameters import ScreeningParameters
-    from screening.pipeline import score_candidate
-    from screening.sources.base import Candidate
+    from iondrag.screening.candidates import Candidate
+    from iondrag.screening.parameters import ScreeningParameters
+    from iondrag.screening.pipeline import score_candidate
 
     candidate = Candidate(candidate_id=cid, source="cif", structure=structure)
     result, _ = score_candidate(candidate, ScreeningParameters())
@@ -97,7 +97,7 @@ def main() -> int:
         f"{len(structures)} ordered OBELiX structures, {len(structures[0][1])}-"
         f"{len(structures[-1][1])} atoms; one core (BLAS threads = 1)"
     )
-    from screening.structures import prepare_framework
+    from iondrag.screening.structures import prepare_framework
 
     # warm up imports and caches (pymatgen's bond-valence tables load once per process)
     run_iondrag(*structures[0])

@@ -1,9 +1,9 @@
 """Benchmark: top-10 query over a 100,000-row ranking table (target: under 50 ms).
 
-Builds a synthetic ranking database with the real schema (screening.database), then times
+Builds a synthetic ranking database with the real schema (iondrag.adapters.database), then times
 
 - the top-10 query of design.md (``ORDER BY sigma_S_per_cm DESC LIMIT 10``) through
-  :func:`screening.database.run_query` (what ``iondrag query`` runs: read-only open, checks,
+  :func:`iondrag.adapters.database.run_query` (what ``iondrag query`` runs: read-only open, checks,
   query) and on an open read-only connection;
 - a peer query of the same shape on a column without an index (a full scan and sort),
 
@@ -25,7 +25,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from screening import database
+from iondrag.adapters import database
 
 TOP10 = "SELECT formula, sigma_S_per_cm FROM results ORDER BY sigma_S_per_cm DESC LIMIT 10"
 PEER = (

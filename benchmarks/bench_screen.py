@@ -7,7 +7,7 @@ workers; efficiency within 20 % of linear).
 
 ``large``: a screen of N candidates built from the embedded set (random displacements of
 0.03 Å rms; every fourth variant a 2x1x1 supercell), run in this process with
-``workflows.managers.run_in_process`` (the same flow and runner as the CLI); prints
+``iondrag.workflows.managers.run_in_process`` (the same flow and runner as the CLI); prints
 throughput (candidates/s), the peak RSS of the whole process tree (this process and its
 workers, sampled every 0.2 s) and the rows lost (candidates without a row in the database:
 must be 0).
@@ -106,7 +106,7 @@ def bench_default(workers: list[int], repeat: int = 1) -> None:
             command = [
                 sys.executable,
                 "-m",
-                "workflows.cli",
+                "iondrag.workflows.cli",
                 "screen",
                 "--workers",
                 str(n),
@@ -161,8 +161,8 @@ def _count_rows(db: Path, run_id: str | None = None) -> int:
 
 def variants(n: int, seed: int = 2024) -> list:
     """``n`` candidates derived from the embedded set (displaced; some 2x1x1 supercells)."""
-    from screening.sources import load_candidates
-    from screening.sources.base import Candidate
+    from iondrag.adapters.sources import load_candidates
+    from iondrag.screening.candidates import Candidate
 
     bases = load_candidates("embedded")
     rng = np.random.default_rng(seed)
@@ -192,9 +192,9 @@ def bench_large(n: int, workers: list[int], chunk_size: int, grid: float) -> Non
     """Screen ``n`` generated candidates in this process; throughput, memory, rows lost."""
     import warnings
 
-    from workflows.makers import ScreenMaker
-    from workflows.managers import run_in_process
-    from workflows.stores import file_job_store
+    from iondrag.adapters.stores import file_job_store
+    from iondrag.workflows.makers import ScreenMaker
+    from iondrag.workflows.managers import run_in_process
 
     start = time.perf_counter()
     candidates = variants(n)
@@ -203,7 +203,7 @@ def bench_large(n: int, workers: list[int], chunk_size: int, grid: float) -> Non
     for count in workers:
         with tempfile.TemporaryDirectory() as tmp:
             db = Path(tmp) / "rank.sqlite"
-            maker = ScreenMaker(
+            maker = ScreenMaker.from_options(
                 grid_spacing_A=grid, workers=count, chunk_size=chunk_size, db_path=str(db)
             )
             flow = maker.make(candidates=candidates)
@@ -222,7 +222,7 @@ def bench_large(n: int, workers: list[int], chunk_size: int, grid: float) -> Non
                 f"load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
-        from workflows.parallel import abort_pools
+        from iondrag.workflows.parallel import abort_pools
 
         abort_pools()
     if 1 in throughput:

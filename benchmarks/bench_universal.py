@@ -7,14 +7,14 @@ Needs the ml extra (``pip install torch==2.13.0 && pip install -e '.[ml]'``).
     python benchmarks/bench_universal.py validate [--n 30] [--max-atoms 200] [--out FILE]
     python benchmarks/bench_universal.py elastic-ablation --only ID1,ID2,...
 
-``profile``: seconds per structure of :func:`screening.universal.chgnet_path_profile`
+``profile``: seconds per structure of :func:`iondrag.screening.universal.chgnet_path_profile`
 (median, p90) with the time split into model load, framework (ordering), coarse scan,
 relaxation, refinement and Hessian, and the number of CHGNet calls.
 ``elastic``: the atomate2 force-field elastic flow on the embedded entries with measured
 moduli; errors of K, G (Hill) and of the isotropic Lambda against the measured tensor.
 ``validate``: on an OBELiX subset (sorted IDs whose frozen-framework supercell has at most
 ``--max-atoms`` atoms, first ``--n`` that the BVSE screen scores), the same metrics of
-screening.validation for BVSE and CHGNet on the SAME structures: barrier ranking (Spearman of
+iondrag.screening.metrics for BVSE and CHGNet on the SAME structures: barrier ranking (Spearman of
 -E_b), the path-formula log10 sigma (Spearman, censored MAE as is and after the best
 constant shift), and the paired bootstrap of the Spearman difference. Partial: a subset.
 
@@ -50,7 +50,7 @@ def _quantiles(values: list[float]) -> dict[str, float | None]:
 
 
 def _embedded(cid: str):
-    from screening.sources.embedded import build_structure, embedded_entry
+    from iondrag.adapters.sources.embedded import build_structure, embedded_entry
 
     entry = embedded_entry(cid)
     return build_structure(entry), entry
@@ -60,7 +60,7 @@ def _obelix_ids(max_atoms: int) -> list[str]:
     """Sorted OBELiX IDs whose frozen-framework supercell is at most ``max_atoms`` atoms."""
     from pymatgen.core import Structure
 
-    from screening.universal import UniversalSettings, supercell_for
+    from iondrag.screening.universal import UniversalSettings, supercell_for
 
     settings = UniversalSettings()
     chosen = []
@@ -81,9 +81,9 @@ def _obelix_ids(max_atoms: int) -> list[str]:
 
 
 def bench_profile(args: argparse.Namespace) -> dict:
-    from screening.parameters import ScreeningParameters
-    from screening.pipeline import analyse_candidate
-    from screening.universal import UniversalSettings, chgnet_path_profile, load_chgnet
+    from iondrag.screening.analysis import analyse_candidate
+    from iondrag.screening.parameters import ScreeningParameters
+    from iondrag.screening.universal import UniversalSettings, chgnet_path_profile, load_chgnet
 
     parameters = ScreeningParameters(grid_spacing_A=args.grid)
     settings = UniversalSettings(batch_size=args.batch_size, torch_threads=args.threads)
@@ -153,10 +153,10 @@ def bench_profile(args: argparse.Namespace) -> dict:
 
 
 def bench_elastic(args: argparse.Namespace) -> dict:
-    from screening.elastic import elastic_model, hill_moduli_GPa
-    from screening.sources.base import ElasticInput
-    from screening.structures import prepare_framework
-    from workflows.ml import ForceFieldElasticMaker, run_elastic_locally
+    from iondrag.screening.candidates import ElasticInput
+    from iondrag.screening.elastic import elastic_model, hill_moduli_GPa
+    from iondrag.screening.structures import prepare_framework
+    from iondrag.workflows.ml import ForceFieldElasticMaker, run_elastic_locally
 
     maker = ForceFieldElasticMaker(
         relax_fmax_eV_per_A=args.fmax,
@@ -221,15 +221,15 @@ def bench_elastic(args: argparse.Namespace) -> dict:
 def bench_validate(args: argparse.Namespace) -> dict:
     from pymatgen.core import Structure
 
-    from screening.parameters import ScreeningParameters
-    from screening.pipeline import analyse_candidate
-    from screening.universal import (
+    from iondrag.adapters.table import read_conductivity_table
+    from iondrag.screening.analysis import analyse_candidate
+    from iondrag.screening.parameters import ScreeningParameters
+    from iondrag.screening.universal import (
         UniversalSettings,
         chgnet_path_profile,
         load_chgnet,
         universal_transport,
     )
-    from screening.validation import read_conductivity_table
 
     table, _ = read_conductivity_table(OBELIX / "train.csv")
     parameters = ScreeningParameters(grid_spacing_A=args.grid)
@@ -280,9 +280,9 @@ def bench_validate(args: argparse.Namespace) -> dict:
             row["path_barrier_bvse_eV"] = float(
                 analysis.path.energy_eV.max() - analysis.path.energy_eV.min()
             )
-            row["log10_sigma_bvse_path"] = float(analysis.results["estimates"]["path"])
+            row["log10_sigma_bvse_path"] = float(analysis.transport.estimates.path)
             row["log10_sigma_bvse_headline"] = float(
-                analysis.results["estimates"][parameters.headline]
+                analysis.transport.estimates.of(parameters.headline)
             )
             try:
                 result = chgnet_path_profile(
@@ -326,10 +326,11 @@ def bench_elastic_ablation(args: argparse.Namespace) -> dict:
     """BVSE screen with the estimated vs the CHGNet elastic tensor, same OBELiX structures."""
     from pymatgen.core import Structure
 
-    from screening.parameters import ScreeningParameters
-    from screening.pipeline import analyse_candidate
-    from screening.validation import censored_mae, read_conductivity_table, spearman
-    from workflows.ml import ForceFieldElasticMaker, run_elastic_locally
+    from iondrag.adapters.table import read_conductivity_table
+    from iondrag.screening.analysis import analyse_candidate
+    from iondrag.screening.metrics import censored_mae, spearman
+    from iondrag.screening.parameters import ScreeningParameters
+    from iondrag.workflows.ml import ForceFieldElasticMaker, run_elastic_locally
 
     table, _ = read_conductivity_table(OBELIX / "train.csv")
     parameters = ScreeningParameters(grid_spacing_A=args.grid)
@@ -364,8 +365,8 @@ def bench_elastic_ablation(args: argparse.Namespace) -> dict:
             G_estimate_GPa=estimated.elastic.shear_modulus_GPa,
             K_chgnet_GPa=computed.elastic.bulk_modulus_GPa,
             G_chgnet_GPa=computed.elastic.shear_modulus_GPa,
-            log10_sigma_estimate=float(estimated.results["estimates"][parameters.headline]),
-            log10_sigma_chgnet_elastic=float(computed.results["estimates"][parameters.headline]),
+            log10_sigma_estimate=float(estimated.transport.estimates.of(parameters.headline)),
+            log10_sigma_chgnet_elastic=float(computed.transport.estimates.of(parameters.headline)),
         )
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
@@ -409,7 +410,7 @@ def summarise_validation(rows: list[dict]) -> dict:
 
 
 def _summarise(rows: list[dict]) -> dict:
-    from screening.validation import (
+    from iondrag.screening.metrics import (
         censored_best_shift,
         censored_mae,
         paired_bootstrap_spearman_difference,

@@ -11,10 +11,10 @@ import warnings
 
 import numpy as np
 
-from screening.elastic import hill_moduli_GPa
-from screening.elastic_estimate import affine_bulk_modulus_GPa
-from screening.sources.embedded import load_embedded_candidates
-from screening.structures import prepare_framework
+from iondrag.adapters.sources.embedded import load_embedded_candidates
+from iondrag.screening.elastic import hill_moduli_GPa
+from iondrag.screening.elastic_estimate import affine_bulk_modulus_GPa
+from iondrag.screening.structures import prepare_framework
 
 warnings.filterwarnings("ignore")
 rows = []

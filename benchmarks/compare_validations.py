@@ -3,7 +3,7 @@
 Each global choice in docs/validation.md was settled by two runs that differ only in that
 choice (``--param KEY=VALUE``). This prints, on the structures both runs scored, the
 headline Spearman and censored MAE (log10 S/cm) of each, the paired bootstrap interval of
-the Spearman difference (screening.validation.paired_bootstrap_spearman_difference: the
+the Spearman difference (iondrag.screening.metrics.paired_bootstrap_spearman_difference: the
 same resampled structures enter both) and the structures whose prediction moved most.
 
 Usage::
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from screening.validation import (
+from iondrag.screening.metrics import (
     censored_mae,
     paired_bootstrap_spearman_difference,
     scored_records,

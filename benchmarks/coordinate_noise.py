@@ -3,10 +3,11 @@
 About 90 % of the OBELiX training CIFs (those taken from ICSD, a non-empty ``ICSD ID`` in
 the table) carry deliberate Gaussian noise of sigma = 0.01 on their fractional coordinates;
 the others are as published. This benchmark takes the unnoised ones, scores each as
-``iondrag validate`` does (screening.sources.cif.load_cif_candidate + screening.pipeline.
-score_candidate, default ScreeningParameters), then scores ``--replicas`` copies with
-independent Gaussian noise of ``--sigma`` on every site's fractional coordinates
-(:func:`add_coordinate_noise`: lattice, species and occupancies kept), and prints
+``iondrag validate`` does (iondrag.adapters.sources.cif.load_cif_candidate +
+iondrag.screening.pipeline.score_candidate, default ScreeningParameters), then scores
+``--replicas`` copies with independent Gaussian noise of ``--sigma`` on every site's
+fractional coordinates (:func:`add_coordinate_noise`: lattice, species and occupancies
+kept), and prints
 
 * per structure: E_1D, E_3D (eV) and the headline log10 sigma (S/cm) of the original, and
   the mean and std over replicas of the changes dE_1D, dE_3D, dlog10 sigma;
@@ -134,7 +135,7 @@ def unnoised_ids(table_csv: Path, cifs: Path) -> list[str]:
 
 def score(candidate: Any, parameters: Any) -> dict[str, Any]:
     """Score one candidate as validate does; barriers (eV) and headline (log10 S/cm)."""
-    from screening.pipeline import score_candidate
+    from iondrag.screening.pipeline import score_candidate
 
     started = time.perf_counter()
     with warnings.catch_warnings():
@@ -221,9 +222,11 @@ def main() -> int:
     if args.replicas < 1 or args.sigma < 0:
         parser.error("--replicas must be >= 1 and --sigma >= 0")
 
-    from screening.parameters import ScreeningParameters
-    from screening.sources.cif import load_cif_candidate
-    from screening.validation import json_safe, read_conductivity_table, spearman
+    from iondrag.adapters.sources.cif import load_cif_candidate
+    from iondrag.adapters.table import read_conductivity_table
+    from iondrag.screening.metrics import spearman
+    from iondrag.screening.parameters import ScreeningParameters
+    from iondrag.workflows.validate import json_safe
 
     table, _ = read_conductivity_table(args.table)
     ids = unnoised_ids(args.table, args.cifs)

@@ -1,6 +1,6 @@
 """How good are estimated softBV parameters for pairs the table lacks (Li-P3-, Li-H-, ...)?
 
-screening.forcefield.estimated_morse_parameters regresses the softBV table (b = 1/alpha,
+iondrag.screening.forcefield.estimated_morse_parameters regresses the softBV table (b = 1/alpha,
 R_min, D0) on the anions' O'Keeffe-Brese size and softness, with one offset per cation
 state. An anion missing from the table (P3-, H-) is a case the regression has not seen, so
 its error is measured here by leaving each of the table's anions out in turn:
@@ -25,16 +25,16 @@ import warnings
 
 import numpy as np
 
-from screening.forcefield import (
+from iondrag.adapters.sources.embedded import load_embedded_candidates
+from iondrag.screening.analysis import analyse_candidate
+from iondrag.screening.forcefield import (
     fit_softbv_extension,
     has_table_entry,
     held_out_anion_errors,
     softbv_table,
 )
-from screening.parameters import ScreeningParameters
-from screening.pipeline import analyse_candidate
-from screening.sources.embedded import load_embedded_candidates
-from screening.structures import prepare_framework
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.screening.structures import prepare_framework
 
 
 def parameter_errors() -> dict[str, dict[str, float]]:

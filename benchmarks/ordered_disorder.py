@@ -35,17 +35,17 @@ import numpy as np
 from pymatgen.core import Structure
 from scipy.special import logsumexp
 
-from screening.parameters import ScreeningParameters
-from screening.pipeline import score_candidate
-from screening.sources.base import Candidate
-from screening.structures import prepare_framework
-from screening.validation import (
+from iondrag.screening.candidates import Candidate
+from iondrag.screening.metrics import (
     censored_mae,
     censored_monotone_mae,
     paired_bootstrap_spearman_difference,
     scored_records,
     spearman,
 )
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.screening.pipeline import score_candidate
+from iondrag.screening.structures import prepare_framework
 
 
 def shared_site_groups(structure: Structure, ion: str = "Li") -> dict[tuple, list[int]]:

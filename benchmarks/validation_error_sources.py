@@ -2,7 +2,7 @@
 
 Reads the JSON that `iondrag validate --json` wrote and the CIF folder it scored, and splits
 the error (predicted minus measured log10 sigma, S/cm, upper bounds censored as in
-screening.validation) by ingredient:
+iondrag.screening.metrics) by ingredient:
 
 * the potential: error against the 3D percolation barrier (eV): a BVSE barrier that is too
   high shows as a negative error growing with the barrier;
@@ -12,7 +12,7 @@ screening.validation) by ingredient:
 * families: mean error (bias) and Spearman per family (>= 5 scored);
 * dimensionality: structures whose channels percolate in 1, 2 or 3 dimensions at E_1;
 * the ranking: MAE|mo, the smallest MAE any order-preserving map of the predictions reaches
-  (screening.validation.censored_monotone_mae), and the same bound for the measurements
+  (iondrag.screening.metrics.censored_monotone_mae), and the same bound for the measurements
   plus Gaussian noise, i.e. which Spearman an absolute-error target needs.
 
 It also compares the headline with its barrier-only rival on each subset, which answers the
@@ -35,7 +35,7 @@ import numpy as np
 from pymatgen.core import Structure
 from scipy.stats import spearmanr
 
-from screening.validation import censored_monotone_mae, censored_signed_errors, scored_records
+from iondrag.screening.metrics import censored_monotone_mae, censored_signed_errors, scored_records
 
 
 def disorder_flags(cif: Path, ion: str = "Li") -> tuple[bool, bool]:

@@ -1,7 +1,7 @@
 """iondrag's science core: crystal potential, drag tensor, transport and ranking.
 
 Pure analysis (numpy, scipy, pandas, pymatgen, pydantic); it never imports jobflow. The
-internal unit system is defined once in :mod:`screening.units`.
+internal unit system is defined once in :mod:`iondrag.screening.units`.
 """
 
 from importlib.metadata import PackageNotFoundError, version

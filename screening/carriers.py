@@ -1,6 +1,6 @@
 """Carriers: who can move, from the occupancy of the mobile-ion sublattice.
 
-The single-ion transport of :mod:`screening.mobility` gives the mobility of one ion that
+The single-ion transport of :mod:`iondrag.screening.mobility` gives the mobility of one ion that
 finds the way open. In a crystal the mobile ions exclude each other from their sites, and a
 current needs an occupied site next to an empty one (docs/theory.md section 7):
 
@@ -33,8 +33,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import erfc
 
-from screening.structures import Framework
-from screening.units import thermal_energy_eV
+from iondrag.screening.structures import Framework
+from iondrag.screening.units import thermal_energy_eV
 
 #: Two positions of the mobile ion closer than this (A) are alternatives for one ion (split
 #: sites of a refinement), never both occupied: two Li+ ions are not found closer than about

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from screening.units import E_CHARGE_C, KB_EV_PER_K, KB_J_PER_K, S_PER_M_TO_S_PER_CM
+from iondrag.screening.units import E_CHARGE_C, KB_EV_PER_K, KB_J_PER_K, S_PER_M_TO_S_PER_CM
 
 
 def nernst_einstein_S_per_m(

@@ -11,7 +11,7 @@ Here (docs/theory.md section 7):
 
 1. the landscape U is computed with site exclusion on the shared sites (the framework ion
    is absent while the mobile ion is on or next to its site: ``site_exclusion_radius_A``);
-2. the mobile-ion sites (lattice-gas sites, :func:`screening.carriers.sublattice_occupancy`)
+2. the mobile-ion sites (lattice-gas sites, :func:`iondrag.screening.carriers.sublattice_occupancy`)
    form a site-and-hop network with hops to the nearest-neighbour shell of each site;
 3. in a periodic supercell of at least :data:`MIN_NETWORK_SITES` sites, each shared site is
    taken by a framework ion with its framework occupancy p_k (independently), and each free
@@ -19,7 +19,7 @@ Here (docs/theory.md section 7):
    mean field, de_i = sum_k (s_k - p_k) phi_k(r_ik) (s_k = 1 if taken; phi_k the screened
    Coulomb repulsion of site k's framework ions, the per-species pair terms of the force
    field); a hop between free sites conducts with exp(-max(de_i, de_j) / k_B T);
-4. the conductance of each drawn network (screening.network) relative to the fully open,
+4. the conductance of each drawn network (iondrag.screening.network) relative to the fully open,
    uniform network is the arrangement factor that multiplies the mean-field-free result;
    its spread over draws is reported.
 
@@ -32,11 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from screening.carriers import SITE_MERGE_RADIUS_A, framework_sublattice, screened_coulomb_eV
-from screening.forcefield import coulomb_pair_parameters
-from screening.network import effective_conductivity, replicate_network
-from screening.structures import Framework
-from screening.units import thermal_energy_eV
+from iondrag.screening.carriers import (
+    SITE_MERGE_RADIUS_A,
+    framework_sublattice,
+    screened_coulomb_eV,
+)
+from iondrag.screening.forcefield import coulomb_pair_parameters
+from iondrag.screening.network import effective_conductivity, replicate_network
+from iondrag.screening.structures import Framework
+from iondrag.screening.units import thermal_energy_eV
 
 #: Draws of the arrangement are made in supercells of at least this many sites: percolation
 #: of the free shared sites is then not decided by chance (64-site supercells were).
@@ -120,7 +124,7 @@ def shared_site_network(
     the sites within :data:`HOP_SHELL_FACTOR` of its nearest-neighbour distance. Couplings
     phi_k(r) = sum over the framework cations on site k of (their occupancy / p_k) times
     the screened Coulomb repulsion with the mobile ion
-    (:func:`screening.forcefield.coulomb_pair_parameters`), within
+    (:func:`iondrag.screening.forcefield.coulomb_pair_parameters`), within
     :data:`ARRANGEMENT_CUTOFF_A`.
     """
     lattice = framework.lattice_matrix_A

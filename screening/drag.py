@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from screening.units import EV_PER_A2_TO_N_PER_M, KB_J_PER_K
+from iondrag.screening.units import EV_PER_A2_TO_N_PER_M, KB_J_PER_K
 
 
 def drag_tensor(hessian_eV_per_A2: np.ndarray, lambda_s3_per_kg: np.ndarray) -> np.ndarray:

@@ -25,8 +25,8 @@ from functools import cache
 
 import numpy as np
 
-from screening.errors import ElasticDataError
-from screening.units import EV_PER_A3_TO_GPA, GPA_PA
+from iondrag.screening.errors import ElasticDataError
+from iondrag.screening.units import EV_PER_A3_TO_GPA, GPA_PA
 
 #: Lebedev rule order used by default (590 points, exact to degree 41).
 DEFAULT_LEBEDEV_ORDER: int = 41
@@ -46,7 +46,7 @@ def lebedev_points(order: int) -> tuple[np.ndarray, np.ndarray]:
     The default order is read from ``data/quadrature/lebedev_<order>.npz`` (the same
     numbers, stored): importing ``scipy.integrate`` costs a quarter of a second.
     """
-    from screening.data_files import data_dir
+    from iondrag.screening.data_files import data_dir
 
     stored = data_dir() / "quadrature" / f"lebedev_{order}.npz"
     if stored.is_file():
@@ -285,7 +285,7 @@ def debye_thermal_rms_A(
     atoms_per_A3
         Atomic number density, 1/A^3.
     """
-    from screening.units import AMU_KG, KB_J_PER_K
+    from iondrag.screening.units import AMU_KG, KB_J_PER_K
 
     c_l, c_t = model.sound_velocities_m_per_s
     v_mean = (3.0 / (1.0 / c_l**3 + 2.0 / c_t**3)) ** (1.0 / 3.0)

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
-from screening.errors import ElasticDataError, MissingParametersError
-from screening.forcefield import morse_parameters
-from screening.structures import Framework
-from screening.units import EV_PER_A3_TO_GPA
+from iondrag.screening.errors import ElasticDataError, MissingParametersError
+from iondrag.screening.forcefield import morse_parameters
+from iondrag.screening.structures import Framework
+from iondrag.screening.units import EV_PER_A3_TO_GPA
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def affine_bulk_modulus_GPa(framework: Framework, *, estimate_missing: bool = Fa
     """K_affine = (1/9V) sum_bonds w k r^2 over cation-anion bonds (GPa), all ions included.
 
     Bonds of pairs without softBV parameters are left out, unless ``estimate_missing``
-    (then :func:`screening.forcefield.estimated_morse_parameters` supplies them).
+    (then :func:`iondrag.screening.forcefield.estimated_morse_parameters` supplies them).
 
     Raises
     ------

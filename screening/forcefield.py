@@ -33,10 +33,10 @@ import numpy as np
 from pymatgen.core import Element
 from scipy.spatial import cKDTree
 
-from screening.data_files import data_dir
-from screening.errors import MissingParametersError
-from screening.structures import Framework, closed_shell_anion_charge
-from screening.units import COULOMB_EV_A
+from iondrag.screening.data_files import data_dir
+from iondrag.screening.errors import MissingParametersError
+from iondrag.screening.structures import Framework, closed_shell_anion_charge
+from iondrag.screening.units import COULOMB_EV_A
 
 #: softBV screening factor f in rho = f (r_A + r_j) (Chen et al. 2019).
 SCREENING_FACTOR: float = 0.74
@@ -327,7 +327,7 @@ class PairField:
         Einstein spring constant k binding each framework ion to its site, eV/A^2 (None: a
         frozen framework). Each pair term is then the relaxed pair energy
         min_u [phi(r + u) + k u^2 / 2]: the partner ion gives way along the bond (see
-        :func:`screening.potential.relaxed_pair_energy`).
+        :func:`iondrag.screening.potential.relaxed_pair_energy`).
     excluded, exclusion_radius_A
         True for like-charged scatterers on sites shared with the mobile ion: site exclusion
         (see :func:`build_pair_field`) switches their term off within
@@ -448,7 +448,7 @@ def build_pair_field(
     Parameters
     ----------
     framework
-        From :func:`screening.structures.prepare_framework`.
+        From :func:`iondrag.screening.structures.prepare_framework`.
     cutoff_A
         Pair cutoff radius, A. The softBV terms decay to below 1e-3 eV per pair within 6 A.
     switch_width_A

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from screening.validation import (
+from iondrag.screening.metrics import (
     THRESHOLD_S_PER_CM,
     auc_mann_whitney,
     censored_errors,
@@ -82,7 +82,7 @@ class Descriptor:
     name
         Feature name (units in the name).
     field
-        Key of the per-structure record (``screening.validation._RESULT_FIELDS`` names, plus
+        Key of the per-structure record (``iondrag.workflows.validate._RESULT_FIELDS`` names, plus
         ``log10_sigma_pred`` for the headline).
     transform
         ``identity``, ``log10`` (of a positive value; else missing) or ``log10_sigma``
@@ -99,7 +99,7 @@ class Descriptor:
 
 
 #: The physics descriptors, in one place: add a new one here by name (and its record field
-#: in ``screening.validation._RESULT_FIELDS``), then retrain with ``iondrag learn``.
+#: in ``iondrag.workflows.validate._RESULT_FIELDS``), then retrain with ``iondrag learn``.
 PHYSICS_DESCRIPTORS: tuple[Descriptor, ...] = (
     Descriptor("log10_sigma_headline_S_per_cm", "log10_sigma_pred", "log10_sigma"),
     Descriptor("log10_sigma_path_S_per_cm", "log10_sigma_path", "log10_sigma"),
@@ -118,7 +118,7 @@ PHYSICS_DESCRIPTORS: tuple[Descriptor, ...] = (
     Descriptor("log10_drag_saddle_kg_per_s", "drag_saddle_kg_per_s", "log10"),
     Descriptor("bulk_modulus_GPa", "bulk_modulus_GPa"),
     Descriptor("shear_modulus_GPa", "shear_modulus_GPa"),
-    # the many-ion part (screening.carriers): the sublattice's vacancies, the Frenkel energy
+    # the many-ion part (iondrag.screening.carriers): the sublattice's vacancies, the Frenkel energy
     # and the carrier fraction they give
     Descriptor("sublattice_vacancy_fraction", "sublattice_vacancy_fraction"),
     Descriptor("frenkel_energy_eV", "frenkel_energy_eV", if_missing=BARRIER_CAP_EV),
@@ -400,7 +400,7 @@ def censored_absolute_errors(
 ) -> np.ndarray:
     """Return the censored loss (log10): ``|p - m|``, or ``max(0, p - m)`` for a bound m.
 
-    The same loss as ``iondrag validate`` (:func:`screening.validation.censored_errors`).
+    The same loss as ``iondrag validate`` (:func:`iondrag.screening.metrics.censored_errors`).
     """
     return censored_errors(predicted, measured, upper_bound)
 

@@ -26,7 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import cg, splu
 
-from screening.units import (
+from iondrag.screening.units import (
     AMU_KG,
     ANGSTROM_M,
     EV_PER_A2_TO_N_PER_M,

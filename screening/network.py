@@ -28,8 +28,8 @@ from scipy.sparse import coo_matrix, csr_matrix, diags
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 from scipy.sparse.linalg import LinearOperator, cg, splu
 
-from screening.conductivity import POLYCRYSTAL_AVERAGES
-from screening.units import thermal_energy_eV
+from iondrag.screening.conductivity import POLYCRYSTAL_AVERAGES
+from iondrag.screening.units import thermal_energy_eV
 
 #: Conjugate gradients are preconditioned by the diagonal alone when the conducting bonds'
 #: conductances span at most this ratio, by the factor of the strong bonds beyond.
@@ -633,7 +633,7 @@ def polycrystal_conductivity(
 
     ``harmonic`` (3 / sum 1/sigma_i, zero unless the network conducts along all three
     directions), ``arithmetic`` (tr/3), ``geometric`` or ``bruggeman``
-    (screening.conductivity.POLYCRYSTAL_AVERAGES); same unit as ``sigma``.
+    (iondrag.screening.conductivity.POLYCRYSTAL_AVERAGES); same unit as ``sigma``.
     """
     principal = np.clip(np.linalg.eigvalsh(0.5 * (sigma + sigma.T)), 0.0, None)
     return POLYCRYSTAL_AVERAGES[average](principal)

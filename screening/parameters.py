@@ -35,6 +35,74 @@ _FINGERPRINT_NEUTRAL_DEFAULTS: dict[str, object] = {
 }
 
 
+class UniversalSettings(BaseModel):
+    """Numerics of the universal-potential backend, CHGNet (all have tested defaults).
+
+    Part of :class:`ScreeningParameters` (``universal``), so fingerprinted with them; at
+    their defaults they are left out of the fingerprint (a BVSE screen's hash is unchanged).
+
+    Attributes
+    ----------
+    min_image_distance_A
+        Smallest perpendicular width of the supercell (distance between the moving ion and
+        its periodic images), A.
+    max_atoms
+        Refuse supercells with more atoms than this (cost grows linearly with atoms).
+    mobile_mode
+        ``"removed"``: all mobile ions removed, one moved (default; the BVSE framework);
+        ``"vacancy"``: mobile ions farther than ``vacancy_clearance_A`` from the path kept.
+    vacancy_clearance_A
+        With ``mobile_mode="vacancy"``: mobile ions within this of a path point are removed.
+    coarse_spacing_A
+        Arc-length spacing of the coarse scan, A (at least 8 points per period).
+    refine_points
+        Extra points between the saddle's coarse neighbours.
+    relax_steps
+        Force-based relaxation steps of the saddle (across the path) and of the minimum (3D);
+        0 evaluates the BVSE path as it is.
+    relax_max_step_A
+        Largest displacement of one relaxation step, A.
+    relax_stiffness_eV_per_A2
+        Step = force / this (damped steepest descent), eV/A^2.
+    hessian_step_A
+        Central-difference step of the saddle Hessian, A.
+    batch_size
+        Structures per CHGNet forward pass.
+    ordering_seed
+        Seed of the deterministic ordering of disordered sites.
+    min_distance_A
+        Ordered atoms closer than this are thinned (split positions), A.
+    torch_threads
+        Threads torch may use (1 on a shared machine; screens parallelise over processes).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_image_distance_A: float = 8.0
+    max_atoms: int = 400
+    mobile_mode: Literal["removed", "vacancy"] = "removed"
+    vacancy_clearance_A: float = 1.5
+    coarse_spacing_A: float = 0.4
+    refine_points: int = 6
+    relax_steps: int = 2
+    relax_max_step_A: float = 0.2
+    relax_stiffness_eV_per_A2: float = 8.0
+    hessian_step_A: float = 0.05
+    batch_size: int = 8
+    ordering_seed: int = 20250214
+    min_distance_A: float = 0.75
+    torch_threads: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-friendly dict (recorded with results)."""
+        return self.model_dump(mode="json")
+
+
+# the universal potential's numerics matter only to CHGNet screens: at their defaults they
+# leave the hash of every screen as it was before they joined the parameters
+_FINGERPRINT_NEUTRAL_DEFAULTS["universal"] = UniversalSettings().model_dump(mode="json")
+
+
 class ScreeningParameters(BaseModel):
     """Physics and numerics of one screen. Units are in the field names."""
 
@@ -62,8 +130,8 @@ class ScreeningParameters(BaseModel):
         "elastic",
         description="'elastic': each framework ion gives way to the mobile ion along the "
         "bond, held by the static stiffness of an ion in the candidate's elastic continuum "
-        "(screening.elastic.point_force_stiffness_eV_per_A2); 'frozen': the rigid framework "
-        "(the bare BVSE potential).",
+        "(iondrag.screening.elastic.point_force_stiffness_eV_per_A2); 'frozen': the rigid "
+        "framework (the bare BVSE potential).",
     )
     site_exclusion_radius_A: float = Field(
         0.0,
@@ -76,7 +144,7 @@ class ScreeningParameters(BaseModel):
         True,
         description="Pairs missing from the softBV table (e.g. Li-P3-, Li-H-) get Morse terms "
         "estimated from the table's trend in the anions' O'Keeffe-Brese size and softness "
-        "(screening.forcefield.estimated_morse_parameters), named in the warnings; False: "
+        "(iondrag.screening.forcefield.estimated_morse_parameters), named in the warnings; False: "
         "such candidates fail with missing_parameters.",
     )
     barrier_reference: Literal["minimum", "occupied_sites"] = Field(
@@ -84,7 +152,7 @@ class ScreeningParameters(BaseModel):
         description="Where the ions start their hops along the channel: 'minimum', the "
         "Boltzmann-distributed single ion (the channel profile as it is); 'occupied_sites', "
         "the ions on the structure's own mobile-ion sites (the profile is floored at their "
-        "occupancy-weighted soft maximum, screening.mobility.occupied_site_level_eV).",
+        "occupancy-weighted soft maximum, iondrag.screening.mobility.occupied_site_level_eV).",
     )
     switch_width_A: float = Field(
         1.0,
@@ -139,7 +207,8 @@ class ScreeningParameters(BaseModel):
     )
     headline: Literal["path_entropic", "homogenised", "path"] = Field(
         "path_entropic",
-        description="Which estimate is the headline sigma (see screening.pipeline._transport).",
+        description="Which estimate is the headline sigma (see "
+        "iondrag.screening.pipeline._transport).",
     )
     polycrystal_average: Literal["harmonic", "geometric", "bruggeman", "arithmetic"] = Field(
         "harmonic",
@@ -163,7 +232,8 @@ class ScreeningParameters(BaseModel):
         description="lattice_gas: an ion carries current only into an empty site; the "
         "carriers are the ions times (the vacancy fraction of their sublattice + thermal "
         "Frenkel vacancies exp(-E_F/2kT) + extrinsic_defect_fraction), capped at one "
-        "(screening.carriers); all_ions: every mobile ion a carrier (the single-ion picture).",
+        "(iondrag.screening.carriers); all_ions: every mobile ion a carrier (the single-ion "
+        "picture).",
     )
     extrinsic_defect_fraction: float = Field(
         1e-4,
@@ -176,7 +246,7 @@ class ScreeningParameters(BaseModel):
     reduce_to_primitive: bool = Field(
         True,
         description="Analyse the Niggli-reduced primitive cell of each structure "
-        "(screening.structures.reduced_primitive_cell), so that a supercell, setting or "
+        "(iondrag.screening.structures.reduced_primitive_cell), so that a supercell, setting or "
         "origin of the same crystal gives the same result; False: the cell as given.",
     )
     shared_sites: Literal["mean_field", "random_network"] = Field(
@@ -185,13 +255,13 @@ class ScreeningParameters(BaseModel):
         "perovskites): mean_field puts the framework ion's occupancy on every such site; "
         "random_network gives U site exclusion there and multiplies the transport by the "
         "conductance share left by random arrangements (free sites, energy shifts from the "
-        "ions present) in a >= 1e4-site supercell (screening.disorder).",
+        "ions present) in a >= 1e4-site supercell (iondrag.screening.disorder).",
     )
     barrier_compensation: Literal["none", "meyer_neldel"] = Field(
         "none",
         description="meyer_neldel: every Boltzmann factor exp(-E/kT) of the path estimate "
         "times exp(E/E_MN) with E_MN = hbar omega of the ion in its site (its own phonon "
-        "scale, no fitted constant; screening.mobility.meyer_neldel_temperature_K); none: "
+        "scale, no fitted constant; iondrag.screening.mobility.meyer_neldel_temperature_K); none: "
         "the bare barriers.",
     )
     path_relax_iterations: int = Field(30, ge=0, le=500, description="String-method steps.")
@@ -230,6 +300,13 @@ class ScreeningParameters(BaseModel):
         "(GPa) from atomate2's force-field elastic workflow, run in the jobflow screen before "
         "scoring (recorded as elastic_source; the estimate where that workflow fails). "
         "Candidates with elastic data always use theirs. Needs the ml extra.",
+    )
+    universal: UniversalSettings = Field(
+        default_factory=UniversalSettings,
+        description="Numerics of the universal potential (potential='chgnet'): supercell, "
+        "ordering of disordered sites, path scan and saddle Hessian "
+        "(iondrag.screening.parameters.UniversalSettings); --param "
+        "universal='{\"max_atoms\": 200}'.",
     )
 
     @field_validator("ion")
@@ -355,3 +432,23 @@ def parameter_table() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def field_summary(model: type[BaseModel], name: str) -> str:
+    """One line of help for a field of a pydantic model: meaning, unit and default.
+
+    The first sentence of the field's description, then its unit (from the name's suffix)
+    and its default, so that a command-line option says what the model defines.
+    """
+    info = model.model_fields[name]
+    description = " ".join((info.description or "").split())
+    sentence = description.split(". ")[0].rstrip(".") if description else name
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, tuple):
+        shown = ",".join(f"{v:g}" for v in default) or "none"
+    elif isinstance(default, bool):
+        shown = "on" if default else "off"
+    else:
+        shown = "none" if default is None else f"{default}"
+    unit = _unit(name)
+    return f"{sentence} ({unit + ', ' if unit else ''}default {shown})"

@@ -26,11 +26,11 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 
-from screening.errors import NoPercolationError
-from screening.forcefield import PairField
-from screening.percolation import FORWARD_STEPS, periodic_components
-from screening.potential import PeriodicGrid, evaluate_points
-from screening.units import thermal_energy_eV
+from iondrag.screening.errors import NoPercolationError
+from iondrag.screening.forcefield import PairField
+from iondrag.screening.percolation import FORWARD_STEPS, periodic_components
+from iondrag.screening.potential import PeriodicGrid, evaluate_points
+from iondrag.screening.units import thermal_energy_eV
 
 #: Steepest-descent step of the string relaxation per unit normal force, A^2/eV.
 STEP_A2_PER_EV: float = 0.01

@@ -1,7 +1,7 @@
 """The crystal potential U(r) of the mobile ion, its gradient and Hessian, on a periodic grid.
 
 U(r) = sum_j w_j phi_j(|r - R_j|) over framework scatterers j (occupancy w_j) and their
-periodic images, with the BVSE pair terms of :mod:`screening.forcefield`. Derivatives are
+periodic images, with the BVSE pair terms of :mod:`iondrag.screening.forcefield`. Derivatives are
 analytic: for a radial pair term,
 
     grad phi = phi'(r) r_hat,
@@ -27,8 +27,8 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.special import erfc
 
-from screening.errors import GridTooLargeError
-from screening.forcefield import EXCLUSION_HALF_WIDTH_A, PairField
+from iondrag.screening.errors import GridTooLargeError
+from iondrag.screening.forcefield import EXCLUSION_HALF_WIDTH_A, PairField
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 

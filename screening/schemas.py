@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from screening import __version__
-from screening.errors import IondragError
-from screening.sources.base import Candidate
+from iondrag.screening import __version__
+from iondrag.screening.candidates import Candidate
+from iondrag.screening.errors import IondragError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from iondrag.screening.analysis import Analysis
+    from iondrag.screening.parameters import ScreeningParameters
 
 Status = Literal["ok", "failed", "error"]
 
 
-def finite_or_none(value: float | None) -> float | None:
+def finite_or_none(value: float | np.floating[Any] | None) -> float | None:
     """Documents never carry NaN or inf: non-finite numbers become None."""
     if value is None:
         return None
@@ -61,7 +65,7 @@ class CandidateResult(BaseModel):
 
     Rows of the ranking table are projections of this document
     (:meth:`ranking_row`). Status ``ok``: scored; ``failed``: a documented input problem
-    (``error_cause`` from :mod:`screening.errors`); ``error``: an unexpected exception.
+    (``error_cause`` from :mod:`iondrag.screening.errors`); ``error``: an unexpected exception.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -87,7 +91,8 @@ class CandidateResult(BaseModel):
         None,
         description="The framework holds a transition metal in mixed valence or with an open "
         "d shell (not d0/d10), or the source's band gap is below 0.5 eV "
-        "(screening.electronic): likely an electronic or mixed conductor, not an electrolyte.",
+        "(iondrag.screening.electronic): likely an electronic or mixed conductor, not an "
+        "electrolyte.",
     )
     electronic_conductor_reason: str | None = Field(
         None, description="Which rule flagged likely_electronic_conductor."
@@ -206,7 +211,8 @@ class CandidateResult(BaseModel):
         None,
         description="Sites shared with framework cations: mean_field (fractional framework "
         "ions on every such site) or random_network (site exclusion in U and the "
-        "arrangement factor of random draws in a >= 1e4-site supercell; screening.disorder).",
+        "arrangement factor of random draws in a >= 1e4-site supercell; "
+        "iondrag.screening.disorder).",
     )
     log10_arrangement_factor: float | None = Field(
         None,
@@ -300,7 +306,7 @@ class CandidateResult(BaseModel):
     universal_details: dict[str, Any] | None = Field(
         None,
         description="CHGNet run summary: saddle Hessian (eV/A^2), calls, seconds, supercell, "
-        "ordering of disorder, notes (screening.universal.UniversalPathResult.summary).",
+        "ordering of disorder, notes (iondrag.screening.universal.UniversalPathResult.summary).",
     )
     universal_error: str | None = Field(
         None, description="Why CHGNet failed for this candidate (the BVSE result is kept)."
@@ -323,6 +329,154 @@ class CandidateResult(BaseModel):
     )
     seconds: dict[str, float] = Field(default_factory=dict)
     iondrag_version: str = __version__
+
+    @classmethod
+    def from_analysis(
+        cls, candidate: Candidate, analysis: Analysis, parameters: ScreeningParameters
+    ) -> CandidateResult:
+        """Build the document of a scored candidate from its stages.
+
+        Parameters
+        ----------
+        candidate
+            The candidate as its source gave it (id, formula, provenance, band gap).
+        analysis
+            Every stage of its analysis (:func:`iondrag.screening.analysis.analyse_candidate`).
+        parameters
+            The parameters it was scored with.
+        """
+        from iondrag.screening.conductivity import POLYCRYSTAL_AVERAGES, anisotropy_ratio
+        from iondrag.screening.electronic import electronic_conductor_flag
+        from iondrag.screening.mobility import damping_regime
+
+        moved = analysis.transport
+        homog = moved.homogenised
+        defects = moved.defects
+        estimates = moved.estimates
+        sigma = moved.sigma_tensor_S_per_cm
+        headline = estimates.of(parameters.headline)
+        percolation = analysis.percolation
+        barriers = percolation.barriers_eV
+        dimensionality = analysis.channel.dimensionality
+        factor = moved.kramers.factor
+        g = moved.kramers.reduced_friction
+        omega_b = moved.kramers.barrier_frequency_rad_per_s
+        u_min = percolation.minimum_energy_eV
+        path = analysis.path
+        arrhenius = moved.arrhenius
+        lam = analysis.elastic.lambda_s3_per_kg
+        framework_summary = analysis.framework.summary()
+        framework_summary["n_transport_region_points"] = len(analysis.channel.region_flat)
+        band_gap = band_gap_of(candidate)
+        framework = analysis.framework
+        arrangement = analysis.crystal.shared_sites.arrangement
+        electronic, electronic_reason = electronic_conductor_flag(
+            framework.elements,
+            framework.charges_e,
+            band_gap,
+            occupancies=framework.occupancies,
+            other_charge_e=framework.mobile_charge_e * float(np.sum(framework.mobile_occupancies)),
+        )
+        return cls(
+            candidate_id=candidate.candidate_id,
+            formula=candidate.formula or analysis.framework.formula,
+            source=candidate.source,
+            ion=analysis.framework.mobile_element,
+            status="ok",
+            temperature_K=parameters.temperature_K,
+            parameters_fingerprint=parameters.fingerprint(),
+            candidate_fingerprint=candidate.fingerprint(),
+            provenance=candidate.provenance,
+            experimental_sigma_S_per_cm=candidate.experimental_sigma_S_per_cm,
+            band_gap_eV=band_gap,
+            likely_electronic_conductor=electronic,
+            electronic_conductor_reason=electronic_reason,
+            barrier_eV=finite_or_none(barriers[1]),
+            barrier_1d_eV=finite_or_none(barriers[1]),
+            barrier_2d_eV=finite_or_none(barriers[2]),
+            barrier_3d_eV=finite_or_none(barriers[3]),
+            dimensionality=dimensionality,
+            path_barrier_eV=finite_or_none(float(path.energy_eV.max() - path.energy_eV.min())),
+            sigma_S_per_cm=finite_or_none(10.0**headline),
+            log10_sigma_S_per_cm=finite_or_none(headline),
+            headline_method=parameters.headline,
+            sigma_xx_S_per_cm=finite_or_none(sigma[0, 0]),
+            sigma_yy_S_per_cm=finite_or_none(sigma[1, 1]),
+            sigma_zz_S_per_cm=finite_or_none(sigma[2, 2]),
+            sigma_tensor_S_per_cm=matrix_list(sigma),
+            anisotropy_ratio=finite_or_none(anisotropy_ratio(sigma)),
+            log10_sigma_path_S_per_cm=finite_or_none(estimates.path),
+            log10_sigma_path_entropic_S_per_cm=finite_or_none(estimates.path_entropic),
+            log10_sigma_homogenised_S_per_cm=finite_or_none(estimates.homogenised),
+            log10_sigma_overdamped_S_per_cm=finite_or_none(estimates.overdamped),
+            log10_sigma_path_constant_drag_S_per_cm=finite_or_none(estimates.constant_drag),
+            log10_sigma_global_lambda_S_per_cm=finite_or_none(estimates.global_lambda),
+            diffusion_tensor_m2_per_s=matrix_list(homog.diffusion_m2_per_s),
+            diffusion_parallel_bound_m2_per_s=matrix_list(homog.parallel_bound_m2_per_s),
+            diffusion_series_bound_m2_per_s=matrix_list(homog.series_bound_m2_per_s),
+            mobile_ion_density_per_m3=finite_or_none(analysis.framework.carrier_density_per_m3),
+            carrier_density_per_m3=finite_or_none(moved.carrier_density_per_m3),
+            carrier_convention=parameters.carrier_density,
+            carrier_mechanism=defects.mechanism(parameters.temperature_K),
+            carrier_fraction=finite_or_none(defects.fraction(parameters.temperature_K)),
+            sublattice_vacancy_fraction=finite_or_none(defects.sublattice.vacancy_fraction),
+            frenkel_energy_eV=finite_or_none(defects.frenkel.formation_energy_eV),
+            log10_sigma_all_ions_S_per_cm=finite_or_none(estimates.all_ions),
+            shared_site_treatment=analysis.crystal.shared_sites.treatment,
+            log10_arrangement_factor=finite_or_none(
+                arrangement.log10_factor if arrangement else None
+            ),
+            arrangement_spread_log10=finite_or_none(
+                arrangement.log10_spread if arrangement else None
+            ),
+            barrier_compensation=parameters.barrier_compensation,
+            meyer_neldel_energy_eV=finite_or_none(moved.phonon_energy_eV),
+            log10_sigma_meyer_neldel_S_per_cm=finite_or_none(estimates.meyer_neldel),
+            log10_sigma_by_average_S_per_cm={
+                name: finite_or_none(estimates.by_average[name]) for name in POLYCRYSTAL_AVERAGES
+            },
+            log10_sigma_uncompensated_S_per_cm=finite_or_none(estimates.uncompensated),
+            region_weight_fraction=finite_or_none(homog.region_weight_fraction),
+            drag_saddle_kg_per_s=finite_or_none(moved.drag_saddle_kg_per_s),
+            drag_floor_kg_per_s=finite_or_none(moved.drag_floor_kg_per_s),
+            lambda_s3_per_kg=matrix_list(lam),
+            bulk_modulus_GPa=analysis.elastic.bulk_modulus_GPa,
+            shear_modulus_GPa=analysis.elastic.shear_modulus_GPa,
+            elastic_source=analysis.elastic.elastic_source,
+            density_kg_per_m3=analysis.framework.density_kg_per_m3,
+            barrier_frequency_rad_per_s=finite_or_none(omega_b),
+            reduced_friction=finite_or_none(g),
+            kramers_factor=finite_or_none(factor),
+            damping_regime=damping_regime(g),
+            inertia_flag=bool(g < 1.0),
+            activation_energy_eV=finite_or_none(arrhenius.fit.activation_energy_eV)
+            if arrhenius
+            else None,
+            arrhenius_prefactor_S_K_per_cm=(
+                finite_or_none(arrhenius.fit.prefactor_S_K_per_cm) if arrhenius else None
+            ),
+            arrhenius_temperatures_K=[float(t) for t in arrhenius.temperatures_K]
+            if arrhenius
+            else None,
+            arrhenius_log10_sigma_S_per_cm=[float(v) for v in arrhenius.log10_sigma_S_per_cm]
+            if arrhenius
+            else None,
+            path=PathProfile(
+                arc_length_A=[float(x) for x in path.arc_length_A],
+                energy_eV=[float(x) for x in path.energy_eV - u_min],
+                gamma_parallel_kg_per_s=[
+                    float(x) for x in analysis.channel.path_gamma_parallel_kg_per_s
+                ],
+                translation_cells=[int(x) for x in path.translation_cells],
+                translation_A=[float(x) for x in path.translation_A],
+                length_A=path.length_A,
+            ),
+            framework=framework_summary,
+            grid_shape=list(analysis.grid.shape),
+            grid_spacing_A=float(np.max(np.linalg.norm(analysis.grid.step_matrix_A, axis=1))),
+            warnings=list(analysis.notes),
+            seconds=dict(analysis.seconds),
+        )
 
     @classmethod
     def from_failure(

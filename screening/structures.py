@@ -9,7 +9,7 @@ Steps (each recorded in the returned :class:`Framework`):
    probable ICSD oxidation states that balance the charge within a tolerance, which also
    handles the non-integer compositions of disordered structures; pymatgen's
    ``oxi_state_guesses`` needs integer amounts and takes seconds on large cells), else
-   :class:`~screening.errors.OxidationStateError` naming the structure;
+   :class:`~iondrag.screening.errors.OxidationStateError` naming the structure;
 3. the mobile species removed from the framework; partially occupied and mixed sites kept
    as occupancy weights (mean field).
 
@@ -28,13 +28,13 @@ from functools import cache
 import numpy as np
 from pymatgen.core import Composition, DummySpecies, Element, Species, Structure
 
-from screening.errors import (
+from iondrag.screening.errors import (
     InvalidStructureError,
     NoMobileSpeciesError,
     OverlappingAtomsError,
     OxidationStateError,
 )
-from screening.units import AMU_KG, PER_A3_TO_PER_M3
+from iondrag.screening.units import AMU_KG, PER_A3_TO_PER_M3
 
 #: Mobile species tried, in this order, when a candidate does not name its own.
 DEFAULT_MOBILE_PRIORITY: tuple[str, ...] = ("Li", "Na", "K", "Rb", "Cs", "Ag", "Cu")

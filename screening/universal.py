@@ -57,7 +57,7 @@ Path evaluation
 Every batch of structures goes through ``CHGNet.predict_structure(list, batch_size=...)``.
 Energies are CHGNet's per-atom energies times the number of atoms (eV), forces eV/A.
 
-Units: A, eV, eV/A^2, seconds; SI for the transport numbers (as screening.mobility).
+Units: A, eV, eV/A^2, seconds; SI for the transport numbers (as iondrag.screening.mobility).
 """
 
 from __future__ import annotations
@@ -65,25 +65,27 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from screening.drag import drag_floor_kg_per_s, drag_tensor
-from screening.errors import IondragError
-from screening.mobility import damping_regime, kramers_factor, path_mobility
-from screening.units import S_PER_M_TO_S_PER_CM
+from iondrag.screening.drag import drag_floor_kg_per_s, drag_tensor
+from iondrag.screening.errors import IondragError
+from iondrag.screening.mobility import damping_regime, kramers_factor, path_mobility
+from iondrag.screening.parameters import UniversalSettings
+from iondrag.screening.units import S_PER_M_TO_S_PER_CM
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pymatgen.core import Structure
 
-    from screening.parameters import ScreeningParameters
-    from screening.pipeline import Analysis
-    from screening.structures import Framework
+    from iondrag.screening.analysis import Analysis
+    from iondrag.screening.parameters import ScreeningParameters
+    from iondrag.screening.structures import Framework
 
 __all__ = [
     "BACKEND_NAME",
     "CLASH_DISTANCE_A",
+    "UNIVERSAL_RESULT_FIELDS",
     "FrozenFramework",
     "MissingMLExtraError",
     "OrderingError",
@@ -101,6 +103,19 @@ __all__ = [
     "universal_fields",
     "universal_transport",
 ]
+
+#: CandidateResult fields taken from :func:`universal_fields`.
+UNIVERSAL_RESULT_FIELDS: tuple[str, ...] = (
+    "potential_backend",
+    "barrier_universal_eV",
+    "log10_sigma_universal_S_per_cm",
+    "drag_saddle_universal_kg_per_s",
+    "kramers_factor_universal",
+    "universal_path",
+    "universal_details",
+    "universal_error",
+    "universal_error_cause",
+)
 
 #: Name recorded as ``potential_backend`` for this backend.
 BACKEND_NAME = "chgnet"
@@ -144,65 +159,6 @@ class UniversalTooLargeError(UniversalPotentialError):
 # ---------------------------------------------------------------------------------------
 # Settings and results
 # ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UniversalSettings:
-    """Numerics of the universal-potential backend (all have tested defaults).
-
-    Attributes
-    ----------
-    min_image_distance_A
-        Smallest perpendicular width of the supercell (distance between the moving ion and
-        its periodic images), A.
-    max_atoms
-        Refuse supercells with more atoms than this (cost grows linearly with atoms).
-    mobile_mode
-        ``"removed"``: all mobile ions removed, one moved (default; the BVSE framework);
-        ``"vacancy"``: mobile ions farther than ``vacancy_clearance_A`` from the path kept.
-    vacancy_clearance_A
-        With ``mobile_mode="vacancy"``: mobile ions within this of a path point are removed.
-    coarse_spacing_A
-        Arc-length spacing of the coarse scan, A (at least 8 points per period).
-    refine_points
-        Extra points between the saddle's coarse neighbours.
-    relax_steps
-        Force-based relaxation steps of the saddle (across the path) and of the minimum (3D);
-        0 evaluates the BVSE path as it is.
-    relax_max_step_A
-        Largest displacement of one relaxation step, A.
-    relax_stiffness_eV_per_A2
-        Step = force / this (damped steepest descent), eV/A^2.
-    hessian_step_A
-        Central-difference step of the saddle Hessian, A.
-    batch_size
-        Structures per CHGNet forward pass.
-    ordering_seed
-        Seed of the deterministic ordering of disordered sites.
-    min_distance_A
-        Ordered atoms closer than this are thinned (split positions), A.
-    torch_threads
-        Threads torch may use (1 on a shared machine; screens parallelise over processes).
-    """
-
-    min_image_distance_A: float = 8.0
-    max_atoms: int = 400
-    mobile_mode: Literal["removed", "vacancy"] = "removed"
-    vacancy_clearance_A: float = 1.5
-    coarse_spacing_A: float = 0.4
-    refine_points: int = 6
-    relax_steps: int = 2
-    relax_max_step_A: float = 0.2
-    relax_stiffness_eV_per_A2: float = 8.0
-    hessian_step_A: float = 0.05
-    batch_size: int = 8
-    ordering_seed: int = 20250214
-    min_distance_A: float = 0.75
-    torch_threads: int = 1
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the settings as a JSON-friendly dict (recorded with results)."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True)
@@ -460,8 +416,8 @@ def _largest_remainder(fractions: dict[str, float], slots: int) -> dict[str, int
 def order_structure(
     structure: Structure,
     *,
-    seed: int = UniversalSettings.ordering_seed,
-    min_distance_A: float = UniversalSettings.min_distance_A,
+    seed: int | None = None,
+    min_distance_A: float | None = None,
     candidate_id: str | None = None,
 ) -> tuple[Structure, dict[str, Any]]:
     """Return a deterministic ordered version of a (possibly disordered) structure.
@@ -470,7 +426,8 @@ def order_structure(
     are the occupancies times the class size (largest remainders), placed on a permutation
     of the class's sites drawn from ``seed``; atoms closer than ``min_distance_A`` to an
     atom already placed are dropped. Make the supercell first when the cell holds too few
-    sites for the occupancies (``structure * (n1, n2, n3)``).
+    sites for the occupancies (``structure * (n1, n2, n3)``). ``seed`` and
+    ``min_distance_A`` (A) default to :class:`UniversalSettings`' values.
 
     Returns
     -------
@@ -484,6 +441,9 @@ def order_structure(
     """
     from pymatgen.core import Structure as PmgStructure
 
+    defaults = UniversalSettings()
+    seed = defaults.ordering_seed if seed is None else seed
+    min_distance_A = defaults.min_distance_A if min_distance_A is None else min_distance_A
     classes: dict[tuple[tuple[str, float], ...], list[int]] = {}
     for index, site in enumerate(structure):
         key = tuple(sorted((sp.symbol, round(float(occ), 4)) for sp, occ in site.species.items()))
@@ -756,7 +716,7 @@ def chgnet_path_profile(
         does not record its own cell; the frozen framework is built from
         ``analysis.framework``, which is what the path lives in).
     analysis
-        The BVSE analysis (:func:`screening.pipeline.analyse_candidate`): its framework and
+        The BVSE analysis (:func:`iondrag.screening.pipeline.analyse_candidate`): its framework and
         relaxed percolating path.
     mobile_ion
         Must match the analysis's mobile ion when given.
@@ -998,8 +958,8 @@ def universal_transport(
 ) -> UniversalTransport:
     """Mobility and conductivity from the CHGNet profile and saddle Hessian.
 
-    Same formulas as the BVSE ``path`` estimate (screening.pipeline._transport):
-    generalised Lifson-Jackson along the period (:func:`screening.mobility.path_mobility`),
+    Same formulas as the BVSE ``path`` estimate (iondrag.screening.pipeline._transport):
+    generalised Lifson-Jackson along the period (:func:`iondrag.screening.mobility.path_mobility`),
     Nernst-Einstein with the analysis's carrier density, 1/3 for the isotropic average of a
     rank-1 tensor, and Kramers' factor at the saddle. The friction along the path is the
     constant gamma_par of the CHGNet saddle, t (H Lambda H) t with the material's Lambda,
@@ -1007,7 +967,7 @@ def universal_transport(
     by the saddle region (Laplace), where this is exact to leading order, and CHGNet Hessians
     elsewhere along the path would cost 6 force calls per point.
     """
-    from screening.conductivity import nernst_einstein_S_per_m
+    from iondrag.screening.conductivity import nernst_einstein_S_per_m
 
     framework = analysis.framework
     lam = analysis.elastic.lambda_s3_per_kg
@@ -1030,7 +990,7 @@ def universal_transport(
         translation,
         parameters.temperature_K,
     )
-    carriers = analysis.results.get("carriers", framework.carrier_density_per_m3)
+    carriers = analysis.transport.carrier_density_per_m3
     unit = nernst_einstein_S_per_m(
         1.0, max(float(carriers), 1e-300), framework.mobile_charge_e, parameters.temperature_K
     )

@@ -1,4 +1,12 @@
-"""Package boundaries: screening/ never imports the workflow layer; the CLI imports lazily."""
+"""The three wings and their boundaries (docs/architecture.md).
+
+- the physics (``iondrag.screening``) imports no adapter, no application and no workflow or
+  store library (jobflow, atomate2, maggma, FireWorks, jobflow-remote);
+- the adapters (``iondrag.adapters``) import no application;
+- nothing imports the wings by their folder names (``screening``, ``adapters``,
+  ``workflows``): the installed names live under ``iondrag``;
+- ``iondrag --help`` and the commands' help import no heavy module.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +17,25 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-FORBIDDEN_IN_SCREENING = ("jobflow", "workflows", "fireworks", "jobflow_remote")
+FORBIDDEN = {
+    "screening": (
+        "jobflow",
+        "jobflow_remote",
+        "fireworks",
+        "atomate2",
+        "maggma",
+        "iondrag.adapters",
+        "iondrag.workflows",
+    ),
+    "adapters": ("iondrag.workflows",),
+}
+
+#: The folder names of the wings, which are not import names.
+FOLDER_NAMES = ("screening", "adapters", "workflows")
 
 HEAVY_FOR_HELP = ("mp_api", "matplotlib", "fireworks", "torch", "jobflow", "pymatgen")
 
@@ -19,7 +43,7 @@ HEAVY_FOR_HELP = ("mp_api", "matplotlib", "fireworks", "torch", "jobflow", "pyma
 def _run(code: str) -> dict:
     completed = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=REPO_ROOT,
+        cwd=REPO_ROOT / "data",  # no folder here shares a wing's name
         capture_output=True,
         text=True,
         timeout=300,
@@ -29,46 +53,85 @@ def _run(code: str) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def test_screening_modules_do_not_import_the_workflow_layer() -> None:
+def _import_statements(folder: str) -> list[tuple[str, str]]:
+    """(file, imported module) of every import statement under ``folder``."""
+    pattern = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+))", re.MULTILINE)
+    found = []
+    for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+        for match in pattern.finditer(path.read_text(encoding="utf-8")):
+            found.append((str(path.relative_to(REPO_ROOT)), match.group(1) or match.group(2)))
+    return found
+
+
+def _is(module: str, name: str) -> bool:
+    return module == name or module.startswith(name + ".")
+
+
+@pytest.mark.parametrize("wing", sorted(FORBIDDEN))
+def test_a_wing_loads_nothing_it_must_not_import(wing: str) -> None:
     found = _run(
-        """
+        f"""
         import importlib, json, pkgutil, sys
-        import screening
-        names = ["screening"] + [
-            m.name for m in pkgutil.walk_packages(screening.__path__, "screening.")
+        import iondrag.{wing} as wing
+        names = [wing.__name__] + [
+            m.name for m in pkgutil.walk_packages(wing.__path__, wing.__name__ + ".")
         ]
-        failed = {}
+        failed = {{}}
         for name in names:
             try:
                 importlib.import_module(name)
             except ImportError as error:  # an optional dependency of one module
                 failed[name] = str(error)
-        print(json.dumps({"modules": names, "failed": failed, "loaded": sorted(sys.modules)}))
+        print(json.dumps({{"modules": names, "failed": failed, "loaded": sorted(sys.modules)}}))
         """
     )
-    assert len(found["modules"]) > 10
+    assert len(found["modules"]) > 3
     loaded = set(found["loaded"])
-    for name in FORBIDDEN_IN_SCREENING:
-        assert not any(m == name or m.startswith(name + ".") for m in loaded), name
+    for name in FORBIDDEN[wing]:
+        assert not any(_is(m, name) for m in loaded), (wing, name)
 
 
-def test_screening_sources_contain_no_forbidden_import_statements() -> None:
-    pattern = re.compile(
-        r"^\s*(?:from|import)\s+(" + "|".join(FORBIDDEN_IN_SCREENING) + r")\b", re.MULTILINE
-    )
+@pytest.mark.parametrize("wing", sorted(FORBIDDEN))
+def test_a_wing_has_no_forbidden_import_statement(wing: str) -> None:
     offenders = [
-        f"{path.relative_to(REPO_ROOT)}: {match.group(0).strip()}"
-        for path in sorted((REPO_ROOT / "screening").rglob("*.py"))
-        for match in pattern.finditer(path.read_text(encoding="utf-8"))
+        f"{path}: {module}"
+        for path, module in _import_statements(wing)
+        if any(_is(module, name) for name in FORBIDDEN[wing])
     ]
     assert offenders == []
+
+
+def test_nothing_imports_a_wing_by_its_folder_name() -> None:
+    offenders = [
+        f"{path}: {module}"
+        for folder in (*FOLDER_NAMES, "tests", "benchmarks")
+        for path, module in _import_statements(folder)
+        if any(_is(module, name) for name in FOLDER_NAMES)
+    ]
+    assert offenders == []
+
+
+def test_the_installed_names_live_under_iondrag() -> None:
+    found = _run(
+        """
+        import importlib.util, json
+        import iondrag.screening.pipeline, iondrag.adapters.database, iondrag.workflows.cli
+        print(json.dumps({
+            "folders": {n: importlib.util.find_spec(n) is not None
+                        for n in ("screening", "adapters", "workflows")},
+            "iondrag": iondrag.screening.pipeline.__name__,
+        }))
+        """
+    )
+    assert found["iondrag"] == "iondrag.screening.pipeline"
+    assert found["folders"] == {"screening": False, "adapters": False, "workflows": False}
 
 
 def test_help_imports_no_heavy_module() -> None:
     found = _run(
         """
         import contextlib, io, json, sys
-        from workflows.cli import main
+        from iondrag.workflows.cli import main
         codes = []
         for argv in (["--help"], ["screen", "--help"], ["query", "--help"], ["show", "--help"]):
             with contextlib.redirect_stdout(io.StringIO()):

@@ -7,13 +7,13 @@ Public API
 ----------
 ScreenMaker
     Flat dataclass Maker whose ``make()`` returns the flow of a screen
-    (:mod:`workflows.makers`).
+    (:mod:`iondrag.workflows.makers`).
 fetch_candidates, screen_chunk, rank_and_store
-    The jobs (:mod:`workflows.jobs`).
+    The jobs (:mod:`iondrag.workflows.jobs`).
 default_job_store, file_job_store, SQLiteStore
-    Job stores (:mod:`workflows.stores`).
+    Job stores (:mod:`iondrag.adapters.stores`).
 to_fireworks
-    The flow as a FireWorks workflow (:mod:`workflows.managers`).
+    The flow as a FireWorks workflow (:mod:`iondrag.workflows.managers`).
 """
 
 from __future__ import annotations
@@ -40,14 +40,14 @@ __all__ = [
 ]
 
 _LOCATIONS = {
-    "ScreenMaker": "workflows.makers",
-    "fetch_candidates": "workflows.jobs",
-    "screen_chunk": "workflows.jobs",
-    "rank_and_store": "workflows.jobs",
-    "SQLiteStore": "workflows.stores",
-    "default_job_store": "workflows.stores",
-    "file_job_store": "workflows.stores",
-    "to_fireworks": "workflows.managers",
+    "ScreenMaker": "iondrag.workflows.makers",
+    "fetch_candidates": "iondrag.workflows.jobs",
+    "screen_chunk": "iondrag.workflows.jobs",
+    "rank_and_store": "iondrag.workflows.jobs",
+    "SQLiteStore": "iondrag.adapters.stores",
+    "default_job_store": "iondrag.adapters.stores",
+    "file_job_store": "iondrag.adapters.stores",
+    "to_fireworks": "iondrag.workflows.managers",
 }
 
 

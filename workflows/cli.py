@@ -25,11 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from iondrag.workflows.run_settings import ScreenRun
+
 if TYPE_CHECKING:
     import pandas as pd
 
-    from screening.schemas import CandidateResult
-    from screening.sources.base import Candidate
+    from iondrag.screening.candidates import Candidate
+    from iondrag.screening.schemas import CandidateResult
 
 __all__ = ["main"]
 
@@ -53,7 +55,7 @@ class _PrintableStream:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        from screening.text import printable
+        from iondrag.screening.text import printable
 
         lines = text.split("\n")
         self._stream.write("\n".join(printable(line.replace("\t", "    ")) for line in lines))
@@ -65,7 +67,7 @@ class _PrintableStream:
 
 def _print_error(text: str) -> None:
     """Print one line to stderr, control characters escaped."""
-    from screening.text import printable
+    from iondrag.screening.text import printable
 
     print(printable(text), file=sys.stderr)
 
@@ -95,7 +97,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-#: Largest --workers accepted at all; the screen caps it further (workflows.parallel.worker_cap).
+#: Largest --workers accepted at all; the screen caps it further
+#: (iondrag.workflows.parallel.worker_cap).
 MAX_WORKERS: int = 1024
 
 
@@ -173,12 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. lif-fm3m,li2o-fm3m)",
     )
     physics = screen.add_argument_group("physics")
-    physics.add_argument("--ion", help="mobile species (default: each candidate's own)")
-    _add_backend_options(physics)
-    physics.add_argument("--temperature", type=_float, default=300.0, help="K (default 300)")
-    physics.add_argument(
-        "--grid", type=_float, default=0.2, help="potential grid spacing, Å (default 0.2)"
-    )
+    _add_physics_options(physics)
     physics.add_argument(
         "--arrhenius",
         default=None,
@@ -192,16 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"processes per chunk (default: available CPUs up to 8, here {_default_workers()})",
     )
-    run.add_argument(
-        "--chunk-size", type=_positive_int, default=50, help="candidates per job (default 50)"
-    )
+    _add_field_option(run, "--chunk-size", ScreenRun, "chunk_size", parse=_positive_int)
     run.add_argument("--db", type=Path, help="SQLite ranking database (default in IONDRAG_HOME)")
     run.add_argument("--json", type=Path, help="write the ranking as a JSON list of records")
     run.add_argument("--run-id", help="explicit run id (default: derived from source+parameters)")
-    run.add_argument(
-        "--store-grids", action="store_true", help="save potential/drag grids in the job store"
-    )
-    run.add_argument("--top", type=_positive_int, default=20, help="rows printed (default 20)")
+    _add_field_option(run, "--store-grids", ScreenRun, "store_grids", flag_only=True)
+    _add_field_option(run, "--top", ScreenRun, "top_n", parse=_positive_int)
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     _add_param_option(run, "site_exclusion_radius_A=0")
     _add_model_options(run, rank_by=True)
@@ -257,10 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score only one of the two family-disjoint halves of the table (fixed, seeded; "
         "docs/validation.md); every report shows both halves' figures",
     )
-    validate.add_argument("--temperature", type=_float, default=300.0, help="K (default 300)")
-    validate.add_argument("--grid", type=_float, default=0.2, help="Å (default 0.2)")
-    validate.add_argument("--ion", help="mobile species (default: each candidate's own)")
-    _add_backend_options(validate)
+    _add_physics_options(validate)
     validate.add_argument(
         "--journal",
         type=Path,
@@ -320,9 +311,7 @@ def _add_learn_parser(commands: Any, common: Any) -> None:
     learn.add_argument("--out", type=Path, required=True, help="model file to write (.joblib)")
     learn.add_argument("--workers", type=_positive_int, default=None)
     learn.add_argument("--limit", type=_positive_int, default=None, help="first N CIFs only")
-    learn.add_argument("--temperature", type=_float, default=300.0, help="K (default 300)")
-    learn.add_argument("--grid", type=_float, default=0.2, help="Å (default 0.2)")
-    learn.add_argument("--ion", help="mobile species (default: each candidate's own)")
+    _add_physics_options(learn)
     learn.add_argument("--estimator", choices=("forest", "boosting"), default="forest")
     learn.add_argument(
         "--rows",
@@ -352,29 +341,62 @@ def _add_param_option(group: Any, example: str) -> None:
     )
 
 
-def _add_backend_options(group: Any) -> None:
-    """--potential and --elastic (ScreeningParameters.potential / .elastic; ml extra)."""
-    group.add_argument(
-        "--potential",
-        choices=("bvse", "chgnet"),
-        default=None,
-        help="bvse (default): bond-valence potential; chgnet: also CHGNet along the BVSE "
-        "path, recorded as barrier_universal_eV and log10_sigma_universal_S_per_cm (the "
-        "headline stays BVSE; docs/universal.md; needs the ml extra)",
-    )
-    group.add_argument(
-        "--elastic",
-        choices=("given_or_estimate", "chgnet"),
-        default=None,
-        help="given_or_estimate (default): elastic data or the bond-stiffness estimate; "
-        "chgnet: atomate2's force-field elastic workflow with CHGNet for candidates without "
-        "elastic data (slow: about a minute for a small cubic cell; needs the ml extra)",
-    )
+def _add_physics_options(group: Any) -> None:
+    """--ion, --temperature, --grid, --potential and --elastic, from ScreeningParameters."""
+    from iondrag.screening.parameters import ScreeningParameters
+
+    _add_field_option(group, "--ion", ScreeningParameters, "ion")
+    _add_field_option(group, "--temperature", ScreeningParameters, "temperature_K", parse=_float)
+    _add_field_option(group, "--grid", ScreeningParameters, "grid_spacing_A", parse=_float)
+    _add_field_option(group, "--potential", ScreeningParameters, "potential")
+    _add_field_option(group, "--elastic", ScreeningParameters, "elastic")
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _add_field_option(
+    group: Any,
+    flag: str,
+    model: Any,
+    name: str,
+    *,
+    parse: Any = None,
+    flag_only: bool = False,
+    note: str = "",
+) -> None:
+    """Add ``flag`` for the field ``name`` of a pydantic ``model``: its meaning, unit, default.
+
+    The default stays None (the model's own default applies when the flag is absent), so
+    the model is the one place that defines it; ``flag_only`` makes a boolean a switch.
+    """
+    from iondrag.screening.parameters import field_summary
+
+    text = field_summary(model, name) + (f"; {note}" if note else "")
+    text = text.replace("%", "%%")
+    if flag_only:
+        group.add_argument(flag, dest=name, action="store_const", const=True, help=text)
+        return
+    choices = _literal_choices(model.model_fields[name].annotation)
+    group.add_argument(flag, dest=name, type=parse, choices=choices, default=None, help=text)
+
+
+def _literal_choices(annotation: Any) -> tuple[Any, ...] | None:
+    """Return the values of a ``Literal[...]`` annotation (None for any other type)."""
+    import typing
+
+    return typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
+
+
+def _model_values(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """Return the fields of ``model`` the command line set (absent: the model's default)."""
+    return {
+        name: value
+        for name in model.model_fields
+        if (value := getattr(args, name, None)) is not None
+    }
 
 
 def _backend_options(args: argparse.Namespace) -> dict[str, str]:
@@ -391,7 +413,7 @@ def _require_ml_extra(parameters: Any) -> None:
 
     Raises
     ------
-    screening.universal.MissingMLExtraError
+    iondrag.screening.universal.MissingMLExtraError
         ``potential`` or ``elastic`` is ``"chgnet"`` and torch/chgnet (or, for the elastic
         workflow, atomate2's force fields) cannot be imported.
     """
@@ -404,7 +426,7 @@ def _require_ml_extra(parameters: Any) -> None:
         return
     from importlib.util import find_spec
 
-    from screening.universal import MissingMLExtraError
+    from iondrag.screening.universal import MissingMLExtraError
 
     modules = ["torch", "chgnet"]
     if parameters.elastic == "chgnet":
@@ -439,7 +461,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _db_path(value: Path | None) -> Path:
-    from workflows.jobs import resolve_db_path
+    from iondrag.workflows.jobs import resolve_db_path
 
     return resolve_db_path(value)
 
@@ -447,7 +469,7 @@ def _db_path(value: Path | None) -> Path:
 def _parameters_or_usage(**values: Any) -> Any:
     from pydantic import ValidationError
 
-    from screening.parameters import ScreeningParameters
+    from iondrag.screening.parameters import ScreeningParameters
 
     try:
         return ScreeningParameters(**values)
@@ -460,13 +482,9 @@ def _physics_parameters(args: argparse.Namespace, **extra: Any) -> Any:
 
     ``--param KEY=VALUE`` is applied last, so it wins over the dedicated flags.
     """
-    physics: dict[str, Any] = {
-        "temperature_K": args.temperature,
-        "grid_spacing_A": args.grid,
-        "ion": args.ion,
-        **extra,
-    }
-    physics.update(_backend_options(args))
+    from iondrag.screening.parameters import ScreeningParameters
+
+    physics: dict[str, Any] = {**_model_values(args, ScreeningParameters), **extra}
     physics.update(_param_options(getattr(args, "param", [])))
     return _parameters_or_usage(**physics)
 
@@ -670,7 +688,7 @@ def _screen(args: argparse.Namespace) -> int:
     if source == "mp":
         from pydantic import ValidationError
 
-        from screening.sources.mp import MPQuery
+        from iondrag.adapters.sources.mp import MPQuery
 
         try:
             MPQuery(**mp_options)
@@ -683,10 +701,10 @@ def _screen(args: argparse.Namespace) -> int:
 
     from contextlib import closing
 
-    from screening import database
+    from iondrag.adapters import database
 
     _import_jobflow_without_matplotlib()
-    from workflows.makers import ScreenMaker
+    from iondrag.workflows.makers import ScreenMaker
 
     db_path = _db_path(args.db)
     _open_ranking_database(db_path)  # refuses a malformed, foreign or unwritable file
@@ -698,20 +716,10 @@ def _screen(args: argparse.Namespace) -> int:
         n_candidates=_count_candidates(source, args.path, ids, mp_options),
         quiet=False,
     )
-    maker = ScreenMaker(
-        workers=workers,
-        chunk_size=args.chunk_size,
-        store_grids=args.store_grids,
-        db_path=str(db_path),
-        top_n=args.top,
-        # every physics field the Maker mirrors (tests/workflows/test_maker.py), and those
-        # the user set (a field the Maker lacks then fails loudly instead of being dropped)
-        **{
-            name: getattr(parameters, name)
-            for name in type(parameters).model_fields
-            if name in parameters.model_fields_set or hasattr(ScreenMaker, name)
-        },
+    run_settings = ScreenRun(
+        **{**_model_values(args, ScreenRun), "workers": workers, "db_path": str(db_path)}
     )
+    maker = ScreenMaker(parameters=parameters, run=run_settings)
     options: dict[str, Any] | None = mp_options if source == "mp" else None
     if source == "mp" and args.refresh_cache:
         options = {**mp_options, "refresh": True}  # not part of the run id
@@ -720,14 +728,14 @@ def _screen(args: argparse.Namespace) -> int:
     flow = maker.make(source, args.path, options=options, run_id=args.run_id)
     run_id = args.run_id or maker.run_id(source, args.path, options=options)
 
-    from workflows.managers import run_in_process
-    from workflows.parallel import abort_pools, prestart
-    from workflows.stores import default_job_store
+    from iondrag.adapters.stores import default_job_store
+    from iondrag.workflows.managers import run_in_process
+    from iondrag.workflows.parallel import abort_pools, prestart
 
     store = _open_job_store(default_job_store)
     # workers import the science while the candidates load; never more than can be busy
     # (one candidate is scored in this process: spawning workers would only compete with it)
-    prestart(min(maker.workers, _most_candidates(source, args.path, ids)))
+    prestart(min(maker.run.workers, _most_candidates(source, args.path, ids)))
     since = database.utc_now()
     try:
         with _Progress(db_path, run_id, enabled=not args.quiet, since_utc=since):
@@ -739,7 +747,7 @@ def _screen(args: argparse.Namespace) -> int:
     finally:
         abort_pools()  # nothing is in flight any more: do not wait for idle workers
 
-    from screening.ranking import RANKING_LEGEND, format_ranking, records
+    from iondrag.workflows.ranking import RANKING_LEGEND, format_ranking, records
 
     with closing(database.connect(db_path)) as conn:
         ranking = database.read_ranking(conn, run_id)
@@ -747,7 +755,7 @@ def _screen(args: argparse.Namespace) -> int:
         run = database.get_run(conn, run_id) or {}
         now = _invocation_counts(conn, run_id, since)
     if model is not None:
-        from workflows.learn import annotate_run, format_ranking_learned, rank_by_learned
+        from iondrag.workflows.learn import annotate_run, format_ranking_learned, rank_by_learned
 
         annotate_run(db_path, run_id, model)
         with closing(database.connect(db_path)) as conn:
@@ -760,7 +768,7 @@ def _screen(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(args.json, records(ranking))
     if not args.quiet:
-        print(format_ranking(ranking, args.top))
+        print(format_ranking(ranking, run_settings.top_n))
         if (ranking["status"] == "ok").any():
             print(RANKING_LEGEND)
         failed = _failed_lines(ranking)
@@ -793,7 +801,7 @@ def _mark_run_ended(db_path: Path, run_id: str, status: str) -> None:
     """Record ``status`` on a run that is still ``running``; never raises (best effort)."""
     from contextlib import closing
 
-    from screening import database
+    from iondrag.adapters import database
 
     try:
         with closing(database.connect(db_path)) as conn:
@@ -807,13 +815,13 @@ def _open_ranking_database(path: Path) -> None:
 
     Raises
     ------
-    screening.database.RankingDatabaseError
+    iondrag.adapters.database.RankingDatabaseError
         Not SQLite, not iondrag's, or it cannot be created or written here.
     """
     import sqlite3
     from contextlib import closing
 
-    from screening import database
+    from iondrag.adapters import database
 
     try:
         with closing(database.connect(path)) as conn:
@@ -830,7 +838,7 @@ def _open_job_store(factory: Any) -> Any:
     """Connect the job store now; a corrupt or unwritable file is refused in one line."""
     import sqlite3
 
-    from screening.settings import get_settings
+    from iondrag.screening.settings import get_settings
 
     store = factory()
     try:
@@ -873,7 +881,7 @@ def _count_candidates(
     if ids is not None:
         return len(ids)
     if source == "cif" and path is not None:
-        from screening.sources.cif import find_cif_files
+        from iondrag.adapters.sources.cif import find_cif_files
 
         return len(find_cif_files(path))
     if source == "mp":
@@ -888,8 +896,8 @@ def _capped_workers(
 
     Says so in one line on stderr when an explicit --workers is lowered.
     """
-    from screening.settings import get_settings
-    from workflows.parallel import worker_cap
+    from iondrag.screening.settings import get_settings
+    from iondrag.workflows.parallel import worker_cap
 
     budget = parameters.memory_budget_MB or get_settings().memory_budget_MB
     asked = requested or _default_workers()
@@ -1005,13 +1013,13 @@ def _failed_lines(ranking: pd.DataFrame, limit: int = 20) -> str:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from screening.database import run_query
+    from iondrag.adapters.database import run_query
 
     frame = run_query(_db_path(args.db), args.sql, max_rows=args.max_rows)
     if args.format == "csv":
         sys.stdout.write(frame.to_csv(index=False))
     elif args.format == "json":
-        from screening.ranking import records
+        from iondrag.workflows.ranking import records
 
         print(json.dumps(records(frame), indent=1))
     elif frame.empty:
@@ -1200,7 +1208,7 @@ def _show_text(run_id: str, doc: CandidateResult, parameters: dict[str, Any] | N
     if doc.likely_electronic_conductor:
         lines.append(
             f"electronic  likely an electronic or mixed conductor, not an electrolyte: "
-            f"{doc.electronic_conductor_reason} (screening.electronic)"
+            f"{doc.electronic_conductor_reason} (iondrag.screening.electronic)"
         )
     if doc.warnings:
         lines.append("warnings    " + "; ".join(doc.warnings))
@@ -1210,7 +1218,7 @@ def _show_text(run_id: str, doc: CandidateResult, parameters: dict[str, Any] | N
 def _show(args: argparse.Namespace) -> int:
     from contextlib import closing
 
-    from screening import database
+    from iondrag.adapters import database
 
     db_path = _db_path(args.db)
     with closing(database.connect(db_path, read_only=True)) as conn:
@@ -1230,8 +1238,8 @@ def _show(args: argparse.Namespace) -> int:
 def _plot_png(
     out: Path, doc: CandidateResult, candidate: Candidate | None, parameters_json: str | None
 ) -> str:
-    """U and the drag along the path and a slice of U (workflows.plots); returns a note."""
-    from workflows.plots import plot_candidate
+    """U and the drag along the path and a slice of U (iondrag.workflows.plots); returns a note."""
+    from iondrag.workflows.plots import plot_candidate
 
     return plot_candidate(out, doc, candidate, parameters_json)
 
@@ -1251,10 +1259,10 @@ def _validate(args: argparse.Namespace) -> int:
         if not Path(path).expanduser().exists():
             raise FileNotFoundError(f"{what} does not exist: {path}")
     try:
-        from screening.validation import run_validation
+        from iondrag.workflows.validate import run_validation
     except ImportError as error:
         raise RuntimeError(f"iondrag validate is not available: {error}") from error
-    from screening.settings import get_settings
+    from iondrag.screening.settings import get_settings
 
     cifs = Path(args.cifs).expanduser()
     model = _load_learned(args.model, parameters)
@@ -1279,8 +1287,9 @@ def _validate(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     if model is not None:
-        from screening.validation import evaluate_records, plot_parity
-        from workflows.learn import add_learned_to_records, in_sample_note
+        from iondrag.screening.metrics import evaluate_records
+        from iondrag.workflows.learn import add_learned_to_records, in_sample_note
+        from iondrag.workflows.plots import plot_parity
 
         _announce(model, args.model)
         note = in_sample_note(model, Path(args.table).expanduser())
@@ -1300,7 +1309,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _load_learned(value: str | None, parameters: Any) -> Any:
     """Return the learned model of ``--model`` (default: the shipped one; ``none``: None)."""
-    from workflows.learn import ModelFileError, load_model, resolve_model
+    from iondrag.workflows.learn import ModelFileError, load_model, resolve_model
 
     path = resolve_model(value)
     if path is None:
@@ -1317,7 +1326,7 @@ def _load_learned(value: str | None, parameters: Any) -> Any:
 
 def _announce(model: Any, value: str | None) -> None:
     """Say in one line (stderr) which learned model was used, and any warning."""
-    from workflows.learn import describe
+    from iondrag.workflows.learn import describe
 
     print(f"{PROG}: {describe(model, default=value is None)}", file=sys.stderr)
 
@@ -1329,8 +1338,8 @@ def _learn(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{what} does not exist: {path}")
     if not 0.0 < args.coverage < 1.0:
         raise UsageError(f"--coverage must lie between 0 and 1, got {args.coverage}")
-    from screening.settings import get_settings
-    from workflows.learn import run_learn, summary_text
+    from iondrag.screening.settings import get_settings
+    from iondrag.workflows.learn import run_learn, summary_text
 
     cifs = Path(args.cifs).expanduser()
     meta = run_learn(
@@ -1356,7 +1365,7 @@ def _elastic_preparation(parameters: Any) -> Any:
     """Return the candidate preparation of ``validate`` (CHGNet elastic tensors or None)."""
     if parameters.elastic != "chgnet":
         return None
-    from workflows.ml import candidate_with_chgnet_elastic
+    from iondrag.workflows.ml import candidate_with_chgnet_elastic
 
     return candidate_with_chgnet_elastic
 
@@ -1379,7 +1388,7 @@ _DEDICATED_FLAGS: dict[str, str] = {
 def _params_text() -> str:
     import textwrap
 
-    from screening.parameters import parameter_table
+    from iondrag.screening.parameters import parameter_table
 
     lines = [
         "Physics parameters: --param KEY=VALUE in `iondrag screen` and `iondrag validate` "
@@ -1406,7 +1415,7 @@ def _params_text() -> str:
 
 def _params(args: argparse.Namespace) -> int:
     if args.format == "json":
-        from screening.parameters import parameter_table
+        from iondrag.screening.parameters import parameter_table
 
         print(json.dumps(parameter_table(), indent=1, default=str))
     else:
@@ -1428,7 +1437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from screening import __version__
+        from iondrag.screening import __version__
 
         print(f"{PROG} {__version__}")
         return 0
@@ -1489,7 +1498,7 @@ def _is_refusal(error: BaseException) -> bool:
     """Errors a user can act on (bad input, files, keys); anything else is a bug."""
     import sqlite3
 
-    from screening.errors import IondragError
+    from iondrag.screening.errors import IondragError
 
     if isinstance(error, IondragError | OSError | sqlite3.Error | ImportError | ValueError):
         return True

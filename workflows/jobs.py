@@ -17,12 +17,13 @@ from jobflow import Flow, Job, Response, job
 from jobflow.core.job import JobConfig
 from jobflow.core.reference import OnMissing
 
-from screening import database
-from screening.parameters import ScreeningParameters
-from screening.schemas import CandidateGrids, CandidateResult
-from screening.sources.base import Candidate
-from workflows.parallel import score_candidates
-from workflows.schemas import ChunkDocument, FetchDocument, RankingDocument, SourceSpec
+from iondrag.adapters import database
+from iondrag.screening.candidates import Candidate
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.screening.schemas import CandidateGrids, CandidateResult
+from iondrag.workflows.parallel import score_candidates
+from iondrag.workflows.run_settings import DEFAULT_TOP_N
+from iondrag.workflows.schemas import ChunkDocument, FetchDocument, RankingDocument, SourceSpec
 
 __all__ = [
     "fetch_candidates",
@@ -32,15 +33,12 @@ __all__ = [
     "screen_chunks",
 ]
 
-#: Rows of the ranking carried in the RankingDocument.
-DEFAULT_TOP_N = 20
-
 
 def resolve_db_path(db_path: str | Path | None) -> Path:
     """Return the ranking database: ``db_path``, else the settings' one (read now)."""
     if db_path:
         return Path(db_path).expanduser().resolve()
-    from screening.settings import get_settings
+    from iondrag.screening.settings import get_settings
 
     return get_settings().resolved_db_path().expanduser().resolve()
 
@@ -66,7 +64,7 @@ def fetch_candidates(
     """Load the candidates, skip or reuse finished ones, fan out over chunks.
 
     With ``parameters.elastic == "chgnet"`` the candidates left to score first go through
-    :func:`workflows.ml.attach_chgnet_elastic` (CHGNet elastic tensors for those without
+    :func:`iondrag.workflows.ml.attach_chgnet_elastic` (CHGNet elastic tensors for those without
     elastic data), and :func:`screen_chunks` fans out over the chunks afterwards.
 
     Returns
@@ -115,7 +113,7 @@ def fetch_candidates(
         # CHGNet elastic tensors for candidates without elastic data, then the chunks. The
         # rows keep the fingerprints of the candidates as loaded (reuse and resume key; the
         # parameters' fingerprint says elastic="chgnet")
-        from workflows.ml import attach_chgnet_elastic
+        from iondrag.workflows.ml import attach_chgnet_elastic
 
         attach = attach_chgnet_elastic(todo)
         attach.name = "chgnet elastic"
@@ -291,7 +289,7 @@ def rank_and_store(
     Runs even when a chunk job failed (its rows are then missing: status ``incomplete``;
     rerunning the screen scores them).
     """
-    from screening.ranking import contract_records
+    from iondrag.workflows.ranking import contract_records
 
     with closing(database.connect(db_path)) as conn:
         run = database.finish_run(conn, run_id, expected_candidate_ids=expected_candidate_ids)

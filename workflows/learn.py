@@ -1,8 +1,8 @@
 """``iondrag learn`` and the learned column of ``screen`` and ``validate``: files and I/O.
 
 The science (features, grouped CV, conformal intervals, domain check) is in
-:mod:`screening.learning`; this adapter reads the table and the CIFs, runs the physics
-through :func:`screening.validation.run_validation` (so it shares validate's journal: a
+:mod:`iondrag.screening.learning`; this adapter reads the table and the CIFs, runs the physics
+through :func:`iondrag.workflows.validate.run_validation` (so it shares validate's journal: a
 second run reuses every record), writes and reads the model file, and adds the learned
 columns to a screen's database rows.
 
@@ -29,10 +29,10 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-    from screening.learning import LearnedModel
-    from screening.parameters import ScreeningParameters
-    from screening.schemas import CandidateResult
-    from screening.sources.base import Candidate
+    from iondrag.screening.candidates import Candidate
+    from iondrag.screening.learning import LearnedModel
+    from iondrag.screening.parameters import ScreeningParameters
+    from iondrag.screening.schemas import CandidateResult
 
 __all__ = [
     "FORMAT",
@@ -71,7 +71,7 @@ class ModelFileError(ValueError):
 
 def default_model_path() -> Path:
     """Return the shipped default model (``data/model/iondrag-learned.joblib``)."""
-    from screening.data_files import data_dir
+    from iondrag.screening.data_files import data_dir
 
     return data_dir() / "model" / DEFAULT_MODEL_NAME
 
@@ -96,7 +96,7 @@ def resolve_model(value: str | None) -> Path | None:
 
 def _record_of_result(result: CandidateResult) -> dict[str, Any]:
     """Return the per-structure physics record of a screen result (validate's record fields)."""
-    from screening.validation import _RESULT_FIELDS
+    from iondrag.workflows.validate import _RESULT_FIELDS
 
     record: dict[str, Any] = {
         name: getattr(result, attr, None) for name, attr in _RESULT_FIELDS.items()
@@ -141,7 +141,7 @@ def candidate_features(
     """Composition, structure and physics features of one candidate (any may be absent)."""
     from pymatgen.core import Composition
 
-    from screening import learning
+    from iondrag.screening import learning
 
     features: dict[str, float] = {}
     structure = None if candidate is None else candidate.structure
@@ -184,9 +184,9 @@ def training_rows(
     import pandas as pd
     from pymatgen.core import Composition
 
-    from screening import learning
-    from screening.sources.cif import load_cif_candidate
-    from screening.validation import read_conductivity_table
+    from iondrag.adapters.sources.cif import load_cif_candidate
+    from iondrag.adapters.table import read_conductivity_table
+    from iondrag.screening import learning
 
     table, _ = read_conductivity_table(table_csv)
     raw = pd.read_csv(table_csv, dtype=str, keep_default_na=False).drop_duplicates("ID")
@@ -292,9 +292,10 @@ def run_learn(
     """
     import sklearn
 
-    from screening import __version__, learning
-    from screening.validation import DATA_ATTRIBUTION, run_validation
-    from screening.validation_journal import BVSE_LIBRARIES, code_fingerprint
+    from iondrag.adapters.journal import BVSE_LIBRARIES, code_fingerprint
+    from iondrag.adapters.table import DATA_ATTRIBUTION
+    from iondrag.screening import __version__, learning
+    from iondrag.workflows.validate import run_validation
 
     if rows_used not in ("all", "cif"):
         raise ValueError(f"rows must be 'all' or 'cif', got {rows_used!r}")
@@ -437,9 +438,9 @@ def load_model(path: Path, parameters: ScreeningParameters | None = None) -> Lea
     import joblib
     import sklearn
 
-    from screening import learning
-    from screening.validation import _RESULT_FIELDS
-    from screening.validation_journal import BVSE_LIBRARIES, code_fingerprint
+    from iondrag.adapters.journal import BVSE_LIBRARIES, code_fingerprint
+    from iondrag.screening import learning
+    from iondrag.workflows.validate import _RESULT_FIELDS
 
     try:
         with warnings.catch_warnings():
@@ -526,9 +527,9 @@ def annotate_run(db_path: Path, run_id: str, model: LearnedModel) -> int:
     """
     from contextlib import closing
 
-    from screening import database
-    from screening.schemas import CandidateResult
-    from screening.sources.base import Candidate
+    from iondrag.adapters import database
+    from iondrag.screening.candidates import Candidate
+    from iondrag.screening.schemas import CandidateResult
 
     with closing(database.connect(db_path)) as conn:
         stored = conn.execute(
@@ -584,7 +585,7 @@ def rank_by_learned(frame: pd.DataFrame) -> pd.DataFrame:
 
 def format_ranking_learned(frame: pd.DataFrame, top: int = 20) -> str:
     """Format the screen's table with the learned value, its interval and the domain flag."""
-    from screening import ranking
+    from iondrag.workflows import ranking
 
     scored = frame[frame["status"] == "ok"].head(top)
     if scored.empty or "log10_sigma_learned_S_per_cm" not in frame:
@@ -621,7 +622,7 @@ def add_learned_to_records(
     records: list[dict[str, Any]], cifs_dir: Path, model: LearnedModel
 ) -> None:
     """Set ``log10_sigma_learned`` (and its interval, domain flag) on validate's records."""
-    from screening.sources.cif import load_cif_candidate
+    from iondrag.adapters.sources.cif import load_cif_candidate
 
     feature_rows = []
     for record in records:

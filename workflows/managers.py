@@ -1,6 +1,6 @@
 """Cluster managers: the screen's flow under FireWorks and jobflow-remote.
 
-The flow of :class:`~workflows.makers.ScreenMaker` is submitted unchanged:
+The flow of :class:`~iondrag.workflows.makers.ScreenMaker` is submitted unchanged:
 
 - FireWorks: :func:`to_fireworks` converts it with jobflow's ``flow_to_workflow``; add the
   workflow to a LaunchPad and run ``rlaunch`` on the workers. The dynamic fan-out

@@ -4,7 +4,7 @@ For a candidate without elastic data, ``--elastic chgnet`` runs atomate2's force
 elastic flow (tight bulk relaxation with the cell free and the symmetry fixed, strained
 cells with the ions relaxed, linear stress-strain fit: ``atomate2.forcefields.flows.elastic.
 ElasticMaker``) with the pretrained CHGNet, and converts its ``ElasticDocument`` into
-screening's :class:`~screening.sources.base.ElasticInput` with the source recorded.
+screening's :class:`~iondrag.screening.candidates.ElasticInput` with the source recorded.
 
 Everything heavy (atomate2's force-field modules, torch, chgnet) is imported inside the
 functions: importing this module costs no more than jobflow.
@@ -40,9 +40,9 @@ from jobflow import Flow, Maker, Response, job
 from jobflow.core.job import JobConfig
 from jobflow.core.reference import OnMissing
 
-from screening.elastic import check_stiffness
-from screening.errors import ElasticDataError
-from screening.sources.base import Candidate, ElasticInput
+from iondrag.screening.candidates import Candidate, ElasticInput
+from iondrag.screening.elastic import check_stiffness
+from iondrag.screening.errors import ElasticDataError
 
 __all__ = [
     "ELASTIC_SOURCE",
@@ -71,7 +71,7 @@ def prepare_elastic_structure(
 ) -> tuple[Any, dict[str, Any]]:
     """Return the ordered (primitive) cell the elastic flow runs on, and what was done.
 
-    Disordered structures are ordered with :func:`screening.universal.order_structure`
+    Disordered structures are ordered with :func:`iondrag.screening.universal.order_structure`
     (deterministic, composition kept per occupancy class; all species, mobile ions
     included: the elastic response is the whole crystal's). Ordered structures go to the
     primitive cell (fewer atoms, same Cartesian frame), which keeps the tensor in the
@@ -79,10 +79,10 @@ def prepare_elastic_structure(
 
     Raises
     ------
-    screening.universal.UniversalTooLargeError
+    iondrag.screening.universal.UniversalTooLargeError
         More than ``max_atoms`` atoms after ordering.
     """
-    from screening.universal import UniversalTooLargeError, order_structure
+    from iondrag.screening.universal import UniversalTooLargeError, order_structure
 
     info: dict[str, Any] = {"was_ordered": bool(structure.is_ordered)}
     work = structure.copy()

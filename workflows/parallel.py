@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import atexit
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from screening.parameters import ScreeningParameters
-    from screening.schemas import CandidateGrids, CandidateResult
-    from screening.sources.base import Candidate
+    from iondrag.screening.candidates import Candidate
+    from iondrag.screening.parameters import ScreeningParameters
+    from iondrag.screening.schemas import CandidateGrids, CandidateResult
 
 __all__ = ["ScoreCallback", "abort_pools", "prestart", "score_candidates", "shutdown_pools"]
 
@@ -121,8 +122,8 @@ PARENT_CHECK_S: float = 1.0
 def _score(
     candidate: Candidate, parameters: ScreeningParameters, keep_grids: bool
 ) -> tuple[CandidateResult, CandidateGrids | None]:
-    """Worker task: :func:`screening.pipeline.score_candidate` (never raises for input)."""
-    from screening.pipeline import score_candidate
+    """Worker task: :func:`iondrag.screening.pipeline.score_candidate` (never raises for input)."""
+    from iondrag.screening.pipeline import score_candidate
 
     return score_candidate(candidate, parameters, keep_grids=keep_grids)
 
@@ -179,7 +180,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 def _warm_up() -> int:
     """Worker task: import the science modules (done once per worker process)."""
-    import screening.pipeline  # noqa: F401
+    import iondrag.screening.pipeline  # noqa: F401
 
     return os.getpid()
 
@@ -220,6 +221,65 @@ def abort_pools() -> None:
 atexit.register(shutdown_pools)
 
 
+def map_in_pool(function: Callable[[Any], Any], items: Sequence[Any], workers: int) -> list[Any]:
+    """Return ``[function(item) for item in items]``, computed in the shared worker pool.
+
+    The one process pool of iondrag (screen, validate and CIF parsing share it): ``workers``
+    spawned processes that end with their parent. Serial for one worker or one item, and
+    when no process can be started here (e.g. inside a daemonic process).
+    """
+    if workers <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    workers = min(workers, len(items))
+    try:
+        with _single_threaded_children():
+            pool = _pool(workers)
+            chunksize = max(1, len(items) // (4 * workers))
+            return list(pool.map(function, items, chunksize=chunksize))
+    except BrokenProcessPool:
+        _discard_pool(workers)
+        raise
+    except (OSError, AssertionError, RuntimeError) as error:
+        warnings.warn(
+            f"parallel work unavailable ({' '.join(str(error).split())[:120]}); serially",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return [function(item) for item in items]
+
+
+def run_each_in_pool(
+    function: Callable[[Any], Any],
+    items: Sequence[Any],
+    workers: int,
+    on_done: Callable[[int, Any, BaseException | None], None],
+) -> None:
+    """Run ``function(item)`` for every item in the shared pool, reporting each as it ends.
+
+    ``on_done(index, result, error)`` is called in this process as each item finishes (in
+    completion order): ``error`` is the exception of a task that raised or whose worker
+    died (the pool is then replaced for the tasks that follow). Serial for one worker.
+    """
+    if workers <= 1 or len(items) <= 1:
+        for index, item in enumerate(items):
+            on_done(index, function(item), None)
+        return
+    workers = min(workers, len(items))
+    with _single_threaded_children():
+        pool = _pool(workers)
+        futures = {pool.submit(function, item): index for index, item in enumerate(items)}
+    broken = False
+    for future in as_completed(futures):
+        try:
+            result, error = future.result(), None
+        except Exception as exc:  # a worker died (killed, out of memory) or the task raised
+            result, error = None, exc
+            broken = broken or isinstance(exc, BrokenProcessPool)
+        on_done(futures[future], result, error)
+    if broken:
+        _discard_pool(workers)
+
+
 def _cost(candidate: Candidate) -> float:
     """Estimate the work (grid points scale with the cell volume); failed loads cost nothing."""
     if not candidate.ok or candidate.structure is None:
@@ -231,7 +291,7 @@ def _failed(
     candidate: Candidate, parameters: ScreeningParameters, error: BaseException
 ) -> tuple[CandidateResult, None]:
     """Return an ``error`` result for a candidate whose worker died or whose result was lost."""
-    from screening.schemas import CandidateResult
+    from iondrag.screening.schemas import CandidateResult
 
     if isinstance(error, BrokenProcessPool):
         error = RuntimeError(
@@ -292,7 +352,7 @@ def score_candidates(
         if that pool breaks too they get status ``error`` (retried by the next run of the
         same screen).
     """
-    from screening.pipeline import score_candidate
+    from iondrag.screening.pipeline import score_candidate
 
     order = sorted(range(len(candidates)), key=lambda i: -_cost(candidates[i]))
     results: dict[int, tuple[CandidateResult, CandidateGrids | None]] = {}

@@ -17,6 +17,7 @@ The figure has three panels:
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from screening.schemas import CandidateResult
-    from screening.sources.base import Candidate
+    from iondrag.screening.candidates import Candidate
+    from iondrag.screening.schemas import CandidateResult
+    from iondrag.workflows.validate import ValidationReport
 
 #: Atoms within this distance of the slice's plane are drawn on it, Å.
 ATOM_SLAB_A = 0.6
@@ -152,8 +154,8 @@ def _draw_profile(ax_u: Any, ax_drag: Any, doc: CandidateResult) -> None:
 
 
 def _slice(doc: CandidateResult, candidate: Candidate, parameters_json: str) -> dict[str, Any]:
-    from screening.parameters import ScreeningParameters
-    from screening.pipeline import analyse_candidate
+    from iondrag.screening.analysis import analyse_candidate
+    from iondrag.screening.parameters import ScreeningParameters
 
     stored = json.loads(parameters_json)  # fields of older versions are ignored
     parameters = ScreeningParameters(
@@ -239,3 +241,133 @@ def _draw_slice(figure: Any, ax: Any, doc: CandidateResult, data: dict[str, Any]
     ax.set_title(f"U on the (a, b) plane through the saddle, c = {data['plane_c']:.2f}", fontsize=9)
     if mobile.any() or on_plane.any():
         ax.legend(fontsize=7, loc="upper right", framealpha=0.7)
+
+
+def parity_limits(records: list[dict[str, Any]]) -> tuple[float, float]:
+    """Axis range of the parity plot, log10 S/cm: the measured values, 1.5 below, 1 above.
+
+    Predictions do not widen it (they are drawn at the edge when outside it).
+    """
+    measured = [float(r["log10_sigma_exp"]) for r in records]
+    if not measured:
+        return -12.0, 0.0
+    return min(measured) - 1.5, max(measured) + 1.0
+
+
+def plot_parity(report: ValidationReport, png_out: str | Path) -> Path:
+    """Parity plot of predicted vs measured log10 sigma (PNG, matplotlib's Agg canvas).
+
+    Coloured by family (the 9 largest; others grey), upper bounds as open markers with an
+    arrow towards lower measured values, the 1e-4 S/cm threshold lines and y = x. Both axes
+    span the measured range (:func:`parity_limits`); a prediction outside it is drawn as a
+    triangle on the top or bottom edge pointing the way it is off scale, so that one wild
+    prediction does not squash the data into a corner.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    scored = [r for r in report.per_structure if r["error"] is None]
+    low, high = parity_limits(scored)
+    pad = 0.02 * (high - low)
+    off_scale = {"low": 0, "high": 0}
+
+    def shown(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x, y (clipped into the axes) and -1/0/+1: below, inside, above the range."""
+        x = np.array([r["log10_sigma_exp"] for r in records], dtype=float)
+        y = np.array([r["log10_sigma_pred"] for r in records], dtype=float)
+        side = np.where(y < low, -1, np.where(y > high, 1, 0))
+        off_scale["low"] += int(np.sum(side < 0))
+        off_scale["high"] += int(np.sum(side > 0))
+        return x, np.clip(y, low + pad, high - pad), side
+
+    figure = Figure(figsize=(9.0, 6.0), dpi=130)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot(1, 1, 1)
+    counts: dict[str, int] = {}
+    for r in scored:
+        counts[r["family"]] = counts.get(r["family"], 0) + 1
+    top = [f for f, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:9]]
+    palette = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"]  # C7 is grey: "other"
+    colours = dict(zip(top, palette, strict=False))
+    for family in [*top, "other"]:
+        members = [
+            r for r in scored if (r["family"] if r["family"] in colours else "other") == family
+        ]
+        if not members:
+            continue
+        colour = colours.get(family, "0.55")
+        exact = [r for r in members if not r["upper_bound"]]
+        bounds = [r for r in members if r["upper_bound"]]
+        if exact:
+            x, y, side = shown(exact)
+            inside = side == 0
+            ax.scatter(
+                x[inside],
+                y[inside],
+                s=22,
+                color=colour,
+                label=f"{family} ({len(members)})",
+                alpha=0.85,
+            )
+            for direction, marker in ((-1, "v"), (1, "^")):
+                edge = side == direction
+                if edge.any():
+                    ax.scatter(x[edge], y[edge], s=40, marker=marker, color=colour, clip_on=False)
+        if bounds:
+            x, y, side = shown(bounds)
+            ax.scatter(
+                x,
+                y,
+                s=30,
+                marker="o",
+                facecolors="none",
+                edgecolors=colour,
+                label=None if exact else f"{family} ({len(members)})",
+            )
+            ax.quiver(
+                x,
+                y,
+                -np.ones_like(x),
+                np.zeros_like(y),
+                color=colour,
+                angles="xy",
+                scale_units="xy",
+                scale=1.0,
+                width=0.003,
+                headwidth=4,
+            )
+    ax.plot([low, high], [low, high], color="k", lw=0.8, label="y = x")
+    n_off = off_scale["low"] + off_scale["high"]
+    if n_off:
+        ax.scatter(
+            [],
+            [],
+            marker="v",
+            color="0.3",
+            label=f"prediction off scale ({off_scale['low']} below, {off_scale['high']} above)",
+        )
+    from iondrag.screening.metrics import THRESHOLD_S_PER_CM
+
+    threshold = math.log10(THRESHOLD_S_PER_CM)
+    ax.axvline(threshold, color="0.4", ls="--", lw=0.8)
+    ax.axhline(threshold, color="0.4", ls="--", lw=0.8, label="1e-4 S/cm")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("measured log10 sigma (S/cm)  (open, arrow: upper bound)")
+    ax.set_ylabel("predicted log10 sigma (S/cm)")
+    doc = report.to_json_dict()
+    spear = doc["spearman"]
+    ax.set_title(
+        f"n = {doc['n_scored']}/{doc['n_given']}, Spearman "
+        f"{'-' if spear is None else f'{spear:.2f}'}, T = {report.parameters.temperature_K:g} K",
+        fontsize=10,
+    )
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.8)
+    figure.text(
+        0.99, 0.005, f"data: {report.data_attribution}", ha="right", va="bottom", fontsize=6
+    )
+    figure.tight_layout()
+    path = Path(png_out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path

@@ -1,8 +1,9 @@
 """Pydantic documents of the workflow: the source of a screen and one output per job.
 
-Units are in the field names. Candidate results are :class:`screening.schemas.CandidateResult`
+Units are in the field names. Candidate results are
+:class:`iondrag.screening.schemas.CandidateResult`
 documents; the potential and drag grids are not in these documents but in the job store's
-``data`` store (:class:`screening.schemas.CandidateGrids`, under the key ``grids``).
+``data`` store (:class:`iondrag.screening.schemas.CandidateGrids`, under the key ``grids``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from screening.schemas import CandidateGrids, CandidateResult
-from screening.sources.base import Candidate
+from iondrag.screening.candidates import Candidate
+from iondrag.screening.schemas import CandidateGrids, CandidateResult
 
 __all__ = [
     "ChunkDocument",
@@ -89,13 +90,15 @@ class SourceSpec(BaseModel):
 
     def load(self, *, workers: int = 1) -> list[Candidate]:
         """Load the candidates of a file-backed or remote source (not for 'candidates')."""
-        from screening.sources import load_candidates
+        from iondrag.adapters.sources import load_candidates
 
         if self.source == "candidates":
             raise ValueError("a 'candidates' source carries its candidates in the flow")
         options = dict(self.options)
         if self.source == "cif" and workers > 1:
-            options["workers"] = workers
+            from iondrag.workflows.parallel import map_in_pool
+
+            options.update(workers=workers, parallel_map=map_in_pool)
         return load_candidates(self.source, self.path, **options)
 
 

@@ -107,7 +107,7 @@ def write_bad_cases(folder: Path) -> dict[str, str]:
     """
     from pymatgen.core import Lattice, Structure
 
-    from screening.sources.embedded import embedded_structure
+    from iondrag.adapters.sources.embedded import embedded_structure
 
     folder.mkdir(parents=True, exist_ok=True)
     lif_text = write_cif(folder / "_tmp.cif", rocksalt("Li", "F", 4.03)).read_text()

@@ -31,12 +31,12 @@ from rel_helpers import (
     run_cli,
 )
 
-from screening.database import CONTRACT_COLUMNS
-from screening.parameters import ScreeningParameters
-from screening.pipeline import score_candidate
-from screening.sources.base import Candidate
-from screening.sources.cif import load_cif_candidates
-from workflows.cli import main
+from iondrag.adapters.database import CONTRACT_COLUMNS
+from iondrag.adapters.sources.cif import load_cif_candidates
+from iondrag.screening.candidates import Candidate
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.screening.pipeline import score_candidate
+from iondrag.workflows.cli import main
 
 #: IONDRAG_MEMORY_BUDGET_MB of the CLI screen: the good cells need < 2 MB at 0.3 Å.
 BUDGET_MB = "64"

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from langevin_reference import langevin_path_diffusion, run_langevin
 from pymatgen.core import Lattice, Structure
 from rel_helpers import (
     FAST_CLI,
@@ -30,11 +31,10 @@ from rel_helpers import (
     write_cif,
 )
 
-from screening.langevin import langevin_path_diffusion, run_langevin
-from screening.parameters import ScreeningParameters
-from screening.pipeline import score_candidate
-from screening.sources.base import Candidate
-from workflows.parallel import abort_pools, score_candidates
+from iondrag.screening.candidates import Candidate
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.screening.pipeline import score_candidate
+from iondrag.workflows.parallel import abort_pools, score_candidates
 
 PARAMETERS = ScreeningParameters(**FAST_PHYSICS)
 

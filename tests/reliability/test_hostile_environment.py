@@ -33,7 +33,7 @@ from rel_helpers import (
     write_cif,
 )
 
-from workflows.cli import main
+from iondrag.workflows.cli import main
 
 
 def _lif_folder(folder: Path, names: list[bytes]) -> Path:
@@ -79,7 +79,7 @@ def test_bisection_at_the_float_spacing_ends(tmp_path):
     script = textwrap.dedent(
         """
         import numpy as np
-        from screening.percolation import percolation_energies
+        from iondrag.screening.percolation import percolation_energies
         x = np.linspace(0, 1, 12, endpoint=False)
         c = np.cos(2 * np.pi * x)
         u = c[:, None, None] + c[None, :, None] + c[None, None, :]  # E_1 = -1 on the grid
@@ -122,7 +122,7 @@ def test_names_that_are_not_utf8_or_carry_escapes_are_screened_and_printed_escap
 
 def test_query_results_with_control_characters_are_printed_escaped(tmp_path, capsys):
     db = tmp_path / "rank.sqlite"
-    from screening import database
+    from iondrag.adapters import database
 
     with closing(database.connect(db)):
         pass
@@ -221,7 +221,7 @@ def test_read_only_database_is_not_called_malformed(tmp_path):
     import shutil
 
     env, db = clean_env(tmp_path), tmp_path / "rank.sqlite"
-    from screening import database
+    from iondrag.adapters import database
 
     with closing(database.connect(db)):
         pass

@@ -35,12 +35,12 @@ from rel_helpers import (
     write_cif,
 )
 
-from screening import database
-from screening.parameters import ScreeningParameters
-from screening.pipeline import score_candidate
-from screening.sources.base import Candidate
-from screening.sources.cif import load_cif_candidate, load_cif_candidates
-from screening.text import printable
+from iondrag.adapters import database
+from iondrag.adapters.sources.cif import load_cif_candidate, load_cif_candidates
+from iondrag.screening.candidates import Candidate
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.screening.pipeline import score_candidate
+from iondrag.screening.text import printable
 
 PARAMETERS = ScreeningParameters(**FAST_PHYSICS)
 

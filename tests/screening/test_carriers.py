@@ -1,4 +1,4 @@
-"""Carriers from the occupancy of the mobile-ion sublattice (screening.carriers).
+"""Carriers from the occupancy of the mobile-ion sublattice (iondrag.screening.carriers).
 
 Closed forms: the driven exclusion process on a ring and on a cubic lattice (whose
 stationary state is uniform over the configurations, so the current per ion is exactly the
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.special import erfc
 
-from screening.carriers import (
+from iondrag.screening.carriers import (
     SITE_MERGE_RADIUS_A,
     carrier_fraction,
     carrier_mechanism,
@@ -22,7 +22,7 @@ from screening.carriers import (
     like_ion_energy_eV,
     sublattice_occupancy,
 )
-from screening.units import thermal_energy_eV
+from iondrag.screening.units import thermal_energy_eV
 
 
 def _exclusion_process_current(

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from screening.conductivity import (
+from iondrag.screening.conductivity import (
     anisotropy_ratio,
     arrhenius_fit,
     bruggeman_polycrystal,
     isotropic_average,
     nernst_einstein_S_per_m,
 )
-from screening.units import KB_EV_PER_K
+from iondrag.screening.units import KB_EV_PER_K
 
 
 def test_nernst_einstein_reference():
@@ -53,7 +53,7 @@ def test_bruggeman_limits():
 
 
 def test_harmonic_polycrystal():
-    from screening.conductivity import harmonic_polycrystal
+    from iondrag.screening.conductivity import harmonic_polycrystal
 
     assert harmonic_polycrystal(np.array([2.0, 2.0, 2.0])) == pytest.approx(2.0)
     assert harmonic_polycrystal(np.array([1.0, 1.0, 0.0])) == 0.0
@@ -63,7 +63,7 @@ def test_harmonic_polycrystal():
 
 
 def test_geometric_polycrystal_between_the_harmonic_and_arithmetic_means():
-    from screening.conductivity import geometric_polycrystal, harmonic_polycrystal
+    from iondrag.screening.conductivity import geometric_polycrystal, harmonic_polycrystal
 
     assert geometric_polycrystal(np.array([2.0, 2.0, 2.0])) == pytest.approx(2.0)
     assert geometric_polycrystal(np.array([8.0, 1.0, 1.0])) == pytest.approx(2.0)

@@ -1,4 +1,4 @@
-"""Disorder on shared sites: the random network of free sites (screening.disorder).
+"""Disorder on shared sites: the random network of free sites (iondrag.screening.disorder).
 
 Closed forms and invariants: the site-percolation threshold of the simple cubic lattice
 (0.3116) decides whether any arrangement conducts; nothing blocked gives the open network
@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from screening.disorder import (
+from iondrag.screening.disorder import (
     MIN_NETWORK_SITES,
     arrangement_factor,
     has_shared_cation_sites,
     shared_site_network,
 )
-from screening.structures import Framework
+from iondrag.screening.structures import Framework
 
 
 def _a_site_framework(la_occupancy: float, li_occupancy: float, cells: int = 1) -> Framework:

@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from screening.drag import drag_floor_kg_per_s, drag_tensor, noise_covariance, regularised_drag
-from screening.units import EV_PER_A2_TO_N_PER_M, KB_J_PER_K
+from iondrag.screening.drag import (
+    drag_floor_kg_per_s,
+    drag_tensor,
+    noise_covariance,
+    regularised_drag,
+)
+from iondrag.screening.units import EV_PER_A2_TO_N_PER_M, KB_J_PER_K
 
 
 @pytest.fixture

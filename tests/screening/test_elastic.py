@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from screening.elastic import (
+from iondrag.screening.elastic import (
     check_stiffness,
     christoffel_velocities,
     elastic_model,
@@ -12,9 +12,9 @@ from screening.elastic import (
     lambda_tensor,
     voigt_to_tensor,
 )
-from screening.elastic_estimate import estimate_moduli_GPa
-from screening.errors import ElasticDataError
-from screening.structures import prepare_framework
+from iondrag.screening.elastic_estimate import estimate_moduli_GPa
+from iondrag.screening.errors import ElasticDataError
+from iondrag.screening.structures import prepare_framework
 from tests.screening.conftest import rocksalt
 
 RHO = 2000.0
@@ -110,8 +110,8 @@ def test_estimate_orders_stiff_and_soft_halides():
 
 
 def test_point_force_stiffness_limits():
-    from screening.elastic import point_force_stiffness_eV_per_A2
-    from screening.units import EV_PER_A3_TO_GPA
+    from iondrag.screening.elastic import point_force_stiffness_eV_per_A2
+    from iondrag.screening.units import EV_PER_A3_TO_GPA
 
     shear, radius = 40.0, 1.3
     g = shear / EV_PER_A3_TO_GPA  # eV/A^3
@@ -134,7 +134,7 @@ def test_point_force_stiffness_limits():
 def test_stored_lebedev_rule_is_scipys_bit_for_bit():
     from scipy.integrate import lebedev_rule
 
-    from screening.elastic import DEFAULT_LEBEDEV_ORDER, lebedev_points
+    from iondrag.screening.elastic import DEFAULT_LEBEDEV_ORDER, lebedev_points
 
     points, weights = lebedev_points(DEFAULT_LEBEDEV_ORDER)
     expected_points, expected_weights = lebedev_rule(DEFAULT_LEBEDEV_ORDER)

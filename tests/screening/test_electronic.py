@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from screening.electronic import d_electron_count, electronic_conductor_flag
+from iondrag.screening.electronic import d_electron_count, electronic_conductor_flag
 
 
 def test_d_electron_counts() -> None:

@@ -1,4 +1,4 @@
-"""Estimated softBV parameters for pairs the table lacks (screening.forcefield)."""
+"""Estimated softBV parameters for pairs the table lacks (iondrag.screening.forcefield)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from screening.errors import MissingParametersError
-from screening.forcefield import (
+from iondrag.screening.analysis import analyse_candidate
+from iondrag.screening.errors import MissingParametersError
+from iondrag.screening.forcefield import (
     build_pair_field,
     estimated_morse_parameters,
     fit_softbv_extension,
@@ -15,9 +16,8 @@ from screening.forcefield import (
     morse_parameters,
     okeeffe_brese_r0_A,
 )
-from screening.parameters import ScreeningParameters
-from screening.pipeline import analyse_candidate
-from screening.structures import prepare_framework
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.screening.structures import prepare_framework
 
 
 def _rocksalt(cation: str, anion: str, a_A: float) -> Structure:

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import math
 
+import langevin_reference as langevin
 import numpy as np
 import pytest
-from scipy.integrate import quad
-from scipy.special import iv
-
-from screening import langevin
-from screening.langevin import (
+from langevin_reference import (
     _symmetric_eigh,
     cosine_mobility_analytic,
     diffusion_from_msd,
@@ -24,7 +21,10 @@ from screening.langevin import (
     mobility_from_diffusion,
     run_langevin,
 )
-from screening.units import (
+from scipy.integrate import quad
+from scipy.special import iv
+
+from iondrag.screening.units import (
     AMU_KG,
     EV_PER_A2_TO_N_PER_M,
     EV_PER_A_TO_N,

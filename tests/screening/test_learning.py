@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
-from screening import learning
+from iondrag.screening import learning
 
 
 def test_censored_loss_matches_hand_computed_cases() -> None:

@@ -2,15 +2,15 @@ import numpy as np
 import pytest
 from scipy.special import iv
 
-from screening.conductivity import nernst_einstein_S_per_m
-from screening.mobility import (
+from iondrag.screening.conductivity import nernst_einstein_S_per_m
+from iondrag.screening.mobility import (
     damping_regime,
     homogenised_diffusion,
     kramers_factor,
     occupied_site_level_eV,
     path_mobility,
 )
-from screening.units import EV_PER_A2_TO_N_PER_M, KB_J_PER_K, thermal_energy_eV
+from iondrag.screening.units import EV_PER_A2_TO_N_PER_M, KB_J_PER_K, thermal_energy_eV
 
 # theory.md section 5
 E_B, A, T, LAMBDA = 0.30, 3.0, 300.0, 6.8008e-16
@@ -165,7 +165,7 @@ def test_kramers_factor_limits():
 
 
 def test_selling_decomposition_reconstructs_the_tensor():
-    from screening.mobility import selling_decomposition
+    from iondrag.screening.mobility import selling_decomposition
 
     rng = np.random.default_rng(11)
     a = rng.normal(size=(200, 3, 3))
@@ -179,7 +179,7 @@ def test_selling_decomposition_reconstructs_the_tensor():
 
 
 def test_iterative_solver_matches_direct(monkeypatch):
-    import screening.mobility as mobility
+    import iondrag.screening.mobility as mobility
 
     u, steps, gamma = _slab(40, 2e-13)
     iterative = homogenised_diffusion(u, steps, np.arange(u.size), gamma, T).diffusion_m2_per_s
@@ -226,7 +226,7 @@ def test_occupied_site_level_is_the_weighted_soft_maximum():
 
 
 def test_site_phonon_energy_of_lithium_in_a_3_eV_per_A2_site():
-    from screening.mobility import site_phonon_energy_eV
+    from iondrag.screening.mobility import site_phonon_energy_eV
 
     # by hand: omega = sqrt(3 * 16.0218 N/m / (6.941 * 1.66054e-27 kg)) = 6.44e13 rad/s,
     # hbar omega = 6.582e-16 eV s * omega = 0.0424 eV
@@ -241,8 +241,8 @@ def test_site_phonon_energy_of_lithium_in_a_3_eV_per_A2_site():
 
 
 def test_meyer_neldel_compensates_the_prefactor_and_keeps_the_activation_energy():
-    from screening.mobility import ISOKINETIC_TEMPERATURE_K, meyer_neldel_temperature_K
-    from screening.units import thermal_energy_eV
+    from iondrag.screening.mobility import ISOKINETIC_TEMPERATURE_K, meyer_neldel_temperature_K
+    from iondrag.screening.units import thermal_energy_eV
 
     e_mn, barrier = 0.045, 0.7
     for t in (250.0, 300.0, 400.0):

@@ -3,7 +3,7 @@ import pytest
 from scipy.optimize import brentq
 from scipy.stats import special_ortho_group
 
-from screening.network import (
+from iondrag.screening.network import (
     PeriodicNetwork,
     critical_path_barrier_eV,
     effective_conductivity,
@@ -13,7 +13,7 @@ from screening.network import (
     replicate_network,
     simple_cubic_bonds,
 )
-from screening.units import thermal_energy_eV
+from iondrag.screening.units import thermal_energy_eV
 
 #: Simple-cubic percolation thresholds (bond, site).
 BOND_THRESHOLD_SC = 0.2488

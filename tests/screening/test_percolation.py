@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from screening.paths import grid_percolating_path, resample, smooth
-from screening.percolation import (
+from iondrag.screening.paths import grid_percolating_path, resample, smooth
+from iondrag.screening.percolation import (
     percolation_energies,
     periodic_components,
     site_connection_levels_eV,
 )
-from screening.potential import PeriodicGrid
+from iondrag.screening.potential import PeriodicGrid
 
 
 def _grid(n=24):

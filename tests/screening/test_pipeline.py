@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from screening.mobility import CG_RTOL
-from screening.parameters import ScreeningParameters
-from screening.pipeline import analyse_candidate, score_candidate
-from screening.sources.base import Candidate, ElasticInput
-from screening.units import KB_EV_PER_K
+from iondrag.screening.analysis import analyse_candidate
+from iondrag.screening.candidates import Candidate, ElasticInput
+from iondrag.screening.mobility import CG_RTOL
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.screening.pipeline import score_candidate
+from iondrag.screening.units import KB_EV_PER_K
 from tests.screening.conftest import antifluorite, rocksalt
 
 FAST = {"grid_spacing_A": 0.3, "arrhenius_temperatures_K": ()}
@@ -120,7 +121,7 @@ def test_cubic_crystal_gives_isotropic_tensor():
 
 # A rotation (here an axis permutation) changes the inputs by round-off only: the grid, U,
 # the region and the drag are the same in fractional terms. The grid loop is chosen on
-# quantised weights (screening.paths.PATH_WEIGHT_QUANTUM), so round-off no longer picks
+# quantised weights (iondrag.screening.paths.PATH_WEIGHT_QUANTUM), so round-off no longer picks
 # another of the symmetry-equivalent loops (it did, by BLAS kernel and frame, and the string
 # method then ended 1e-4 to 1e-3 apart). What remains is the conjugate-gradient stopping
 # point of each homogenisation solve, within CG_RTOL relative residual, whose error enters D
@@ -141,13 +142,13 @@ def test_rotating_the_crystal_rotates_the_tensor(relaxation, rtol, decades):
     )
     rotated = analyse_candidate(rotated_structure, parameters)
     assert rotated.percolation.barriers_eV == pytest.approx(base.percolation.barriers_eV)
-    d0 = base.results["homogenised"].diffusion_m2_per_s
-    d1 = rotated.results["homogenised"].diffusion_m2_per_s
+    d0 = base.transport.homogenised.diffusion_m2_per_s
+    d1 = rotated.transport.homogenised.diffusion_m2_per_s
     np.testing.assert_allclose(
         d1, rotation @ d0 @ rotation.T, rtol=rtol, atol=1e-9 * np.abs(d0).max()
     )
-    assert rotated.results["estimates"] == pytest.approx(
-        base.results["estimates"], rel=0, abs=decades
+    assert rotated.transport.estimates.flat() == pytest.approx(
+        base.transport.estimates.flat(), rel=0, abs=decades
     )
 
 
@@ -205,8 +206,8 @@ def test_connected_site_carriers_count_every_ion_of_an_open_framework():
 
 
 def test_site_connection_weights_follow_the_temperature():
-    from screening.pipeline import SiteConnection
-    from screening.units import thermal_energy_eV
+    from iondrag.screening.transport import SiteConnection
+    from iondrag.screening.units import thermal_energy_eV
 
     connection = SiteConnection(np.array([0.30, 0.40, 0.30]), np.array([1.0, 1.0, 0.5]), 0.30)
     for t in (300.0, 600.0):
@@ -249,7 +250,7 @@ def test_polycrystal_averages_of_the_principal_conductivities():
 
 
 def test_electronic_conductor_flag_and_band_gap_reach_the_result():
-    from screening.sources.embedded import load_embedded_candidates
+    from iondrag.adapters.sources.embedded import load_embedded_candidates
 
     (spinel,) = load_embedded_candidates(ids=["liti2o4-fd3m"])
     result, _ = score_candidate(spinel, ScreeningParameters(**FAST))
@@ -273,7 +274,7 @@ def test_a_general_rotation_does_not_change_the_headline():
     (li2mgcl4-fd3m by 0.30 decades)."""
     from scipy.spatial.transform import Rotation
 
-    from screening.sources.embedded import load_embedded_candidates
+    from iondrag.adapters.sources.embedded import load_embedded_candidates
 
     [candidate] = [c for c in load_embedded_candidates() if c.candidate_id == "lif-fm3m"]
     structure = candidate.structure
@@ -296,7 +297,7 @@ def test_the_cell_the_file_uses_does_not_change_any_column(change):
     """A supercell, an origin shift or another setting of alpha-Li3N: the same row.
 
     Every structure is analysed in its reduced primitive cell with the origin on an anchor
-    site (screening.structures.reduced_primitive_cell), so the grid is the same; before,
+    site (iondrag.screening.structures.reduced_primitive_cell), so the grid is the same; before,
     1x, 2x and 3x LiF gave 2.2e-4, 3.4e-4 and 9.3e-5 S/cm. Tolerance: the float round-off
     of the cell transformation (1e-9 relative), far below the grid's own resolution.
     """

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from screening.errors import GridTooLargeError, MissingParametersError
-from screening.forcefield import build_pair_field, morse_parameters
-from screening.potential import (
+from iondrag.screening.errors import GridTooLargeError, MissingParametersError
+from iondrag.screening.forcefield import build_pair_field, morse_parameters
+from iondrag.screening.potential import (
     PeriodicGrid,
     evaluate_grid,
     evaluate_points,
@@ -15,7 +15,7 @@ from screening.potential import (
     radial_terms,
     relaxed_pair_energy,
 )
-from screening.structures import prepare_framework
+from iondrag.screening.structures import prepare_framework
 from tests.screening.conftest import antifluorite, rocksalt
 
 

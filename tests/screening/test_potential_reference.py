@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from pymatgen.core import Structure
 
-from screening.forcefield import build_pair_field
-from screening.percolation import percolation_energies
-from screening.potential import evaluate_grid, evaluate_points, make_grid
-from screening.structures import prepare_framework
+from iondrag.screening.forcefield import build_pair_field
+from iondrag.screening.percolation import percolation_energies
+from iondrag.screening.potential import evaluate_grid, evaluate_points, make_grid
+from iondrag.screening.structures import prepare_framework
 
 bvlain = pytest.importorskip("bvlain", reason="bvlain (test extra) is the reference")
 

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from screening.errors import (
+from iondrag.screening.errors import (
     InvalidStructureError,
     NoMobileSpeciesError,
     OverlappingAtomsError,
     OxidationStateError,
 )
-from screening.structures import (
+from iondrag.screening.structures import (
     assign_oxidation_states,
     balanced_common_states,
     choose_mobile_ion,
@@ -71,7 +71,7 @@ def test_balanced_common_states_tolerance():
 def test_zintl_anions_take_their_closed_shell_state():
     from pymatgen.core import Composition, Element
 
-    from screening.structures import closed_shell_anion_charge
+    from iondrag.screening.structures import closed_shell_anion_charge
 
     # Bi3- is in neither pymatgen's common nor its ICSD states of Bi (only cations there)
     assert all(q > 0 for q in Element("Bi").common_oxidation_states)
@@ -190,7 +190,7 @@ def test_split_mobile_sites_are_not_overlaps():
 def test_ionic_radii_fall_back_quietly_for_states_without_a_shannon_radius():
     import warnings
 
-    from screening.structures import ionic_radii_A
+    from iondrag.screening.structures import ionic_radii_A
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # pymatgen's "No ionic radius for P3-!" would raise

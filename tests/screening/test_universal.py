@@ -1,4 +1,4 @@
-"""The universal-potential backend (screening.universal): construction, physics, laziness.
+"""The universal-potential backend (iondrag.screening.universal): construction, physics, laziness.
 
 The CHGNet tests need the ml extra (torch, chgnet) and skip cleanly without it; the
 construction tests (supercell, ordering, frozen framework) and the import-laziness test run
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from screening.universal import (
+from iondrag.screening.universal import (
     MissingMLExtraError,
     UniversalSettings,
     UniversalTooLargeError,
@@ -40,9 +40,9 @@ def test_default_path_never_imports_torch() -> None:
     code = textwrap.dedent(
         """
         import contextlib, io, json, sys
-        import screening.universal, screening.pipeline, screening.validation
-        import workflows.ml
-        from workflows.cli import main
+        import iondrag.screening.universal, iondrag.screening.pipeline, iondrag.workflows.validate
+        import iondrag.workflows.ml
+        from iondrag.workflows.cli import main
         for argv in (["--help"], ["screen", "--help"], ["validate", "--help"]):
             with contextlib.redirect_stdout(io.StringIO()):
                 try:
@@ -111,7 +111,7 @@ def _lif() -> Structure:
 
 
 def test_frozen_framework_removes_the_mobile_ions() -> None:
-    from screening.structures import prepare_framework
+    from iondrag.screening.structures import prepare_framework
 
     framework = prepare_framework(_lif(), "Li")
     frozen = frozen_framework(framework, None, UniversalSettings(min_image_distance_A=8.0))
@@ -127,7 +127,7 @@ def test_frozen_framework_removes_the_mobile_ions() -> None:
 
 
 def test_vacancy_mode_clears_only_the_moving_ions_path() -> None:
-    from screening.structures import prepare_framework
+    from iondrag.screening.structures import prepare_framework
 
     framework = prepare_framework(_lif(), "Li")
     path = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.0]])  # next to one Li site of the cell
@@ -154,15 +154,15 @@ def test_failures_are_recorded_with_their_cause() -> None:
 def chgnet_model():
     pytest.importorskip("torch", reason="the ml extra (torch) is not installed")
     pytest.importorskip("chgnet", reason="the ml extra (chgnet) is not installed")
-    from screening.universal import load_chgnet
+    from iondrag.screening.universal import load_chgnet
 
     return load_chgnet(1)
 
 
 def _scan(structure: Structure, model, settings: UniversalSettings | None = None):
-    from screening.parameters import ScreeningParameters
-    from screening.pipeline import analyse_candidate
-    from screening.universal import chgnet_path_profile, universal_transport
+    from iondrag.screening.analysis import analyse_candidate
+    from iondrag.screening.parameters import ScreeningParameters
+    from iondrag.screening.universal import chgnet_path_profile, universal_transport
 
     # the conventional cubic cells these checks were calibrated on (the CHGNet surface is
     # rough on the 0.05 A scale; its Hessian's asymmetry depends on where the path runs)

@@ -1,4 +1,4 @@
-"""Tests of the validation against measured conductivities (screening/validation.py).
+"""Tests of the validation against measured conductivities (screening/metrics.py).
 
 The metric functions are checked against independent implementations written here (ranks and
 the Pearson formula, brute-force pair counting) and hand-made examples with known answers,
@@ -22,12 +22,9 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
-from screening.parameters import ScreeningParameters
-from screening.units import KB_EV_PER_K
-from screening.validation import (
+from iondrag.adapters.table import DATA_ATTRIBUTION, parse_conductivity, read_conductivity_table
+from iondrag.screening.metrics import (
     ABLATIONS,
-    DATA_ATTRIBUTION,
-    ValidationReport,
     auc_mann_whitney,
     censored_best_shift,
     censored_errors,
@@ -35,16 +32,15 @@ from screening.validation import (
     censored_monotone_mae,
     censored_signed_errors,
     evaluate_records,
-    json_safe,
     kendall,
     paired_bootstrap_spearman_difference,
-    parse_conductivity,
     precision_at_k,
-    read_conductivity_table,
-    run_validation,
     scored_records,
     spearman,
 )
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.screening.units import KB_EV_PER_K
+from iondrag.workflows.validate import ValidationReport, json_safe, run_validation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = ScreeningParameters(grid_spacing_A=0.3, arrhenius_temperatures_K=())
@@ -758,8 +754,8 @@ def test_journal_resumes_and_rescores_only_what_changed(
 ) -> None:
     import shutil
 
-    from screening import validation
-    from screening.validation_journal import ValidationJournal
+    from iondrag.adapters.journal import ValidationJournal
+    from iondrag.workflows import validate as validation
 
     cifs = tmp_path / "cifs"
     shutil.copytree(synthetic_set[0], cifs)
@@ -849,7 +845,7 @@ def _parity_records() -> list[dict[str, Any]]:
 
 def test_parity_axes_follow_the_measurements_not_a_wild_prediction(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from screening.validation import parity_limits, plot_parity
+    from iondrag.workflows.plots import parity_limits, plot_parity
 
     records = _parity_records()
     low, high = parity_limits(records)

@@ -17,7 +17,7 @@ def small_cifs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_candidates() -> list:
     """The SMALL_IDS embedded candidates, in that order."""
-    from screening.sources import load_candidates
+    from iondrag.adapters.sources import load_candidates
 
     by_id = {c.candidate_id: c for c in load_candidates("embedded")}
     return [by_id[i] for i in SMALL_IDS]

@@ -22,14 +22,14 @@ import pytest
 from jobflow import Flow, job, run_locally
 from wf_helpers import FAST_CLI, FAST_PHYSICS, clean_env, one_line_error, run_cli
 
-from screening.parameters import SCIENCE_REVISION, ScreeningParameters
-from screening.pipeline import UNIVERSAL_RESULT_FIELDS, score_candidate
-from screening.sources import load_candidates
-from screening.sources.base import ElasticInput
-from workflows.cli import main
-from workflows.makers import ScreenMaker
-from workflows.ml import ELASTIC_SOURCE
-from workflows.stores import file_job_store
+from iondrag.adapters.sources import load_candidates
+from iondrag.adapters.stores import file_job_store
+from iondrag.screening.candidates import ElasticInput
+from iondrag.screening.parameters import SCIENCE_REVISION, ScreeningParameters
+from iondrag.screening.pipeline import UNIVERSAL_RESULT_FIELDS, score_candidate
+from iondrag.workflows.cli import main
+from iondrag.workflows.makers import ScreenMaker
+from iondrag.workflows.ml import ELASTIC_SOURCE
 
 pytestmark = pytest.mark.filterwarnings("ignore:cd is deprecated:FutureWarning")
 
@@ -121,11 +121,11 @@ def test_backend_parameters_and_fingerprints() -> None:
 
 
 def test_maker_carries_the_backends_into_the_run_id() -> None:
-    maker = ScreenMaker(potential="chgnet", elastic="chgnet")
-    assert maker.parameters().potential == "chgnet"
-    assert maker.parameters().elastic == "chgnet"
-    assert ScreenMaker().run_id() != ScreenMaker(potential="chgnet").run_id()
-    assert ScreenMaker().run_id() != ScreenMaker(elastic="chgnet").run_id()
+    maker = ScreenMaker.from_options(potential="chgnet", elastic="chgnet")
+    assert maker.parameters.potential == "chgnet"
+    assert maker.parameters.elastic == "chgnet"
+    assert ScreenMaker().run_id() != ScreenMaker.from_options(potential="chgnet").run_id()
+    assert ScreenMaker().run_id() != ScreenMaker.from_options(elastic="chgnet").run_id()
 
 
 def test_embedded_ids_select_candidates() -> None:
@@ -211,7 +211,7 @@ def test_elastic_chgnet_runs_between_fetch_and_chunks(monkeypatch, tmp_path: Pat
     first gets the tensor (recorded as elastic_source), the second keeps the estimate and
     says why; LiF keeps its measured data.
     """
-    import workflows.ml
+    import iondrag.workflows.ml
 
     calls: list[str | None] = []
 
@@ -222,14 +222,16 @@ def test_elastic_chgnet_runs_between_fetch_and_chunks(monkeypatch, tmp_path: Pat
         stand_in = _stand_in_elastic()
         return Flow([stand_in], output=stand_in.output)
 
-    monkeypatch.setattr(workflows.ml.ForceFieldElasticMaker, "make", stand_in_make)
+    monkeypatch.setattr(iondrag.workflows.ml.ForceFieldElasticMaker, "make", stand_in_make)
     loaded = _candidates()
     candidates = [
         *loaded.values(),
         loaded["li2o-fm3m"].model_copy(update={"candidate_id": "li2o-copy"}),
     ]
     db = tmp_path / "rank.sqlite"
-    maker = ScreenMaker(elastic="chgnet", chunk_size=2, workers=1, db_path=str(db), **FAST_PHYSICS)
+    maker = ScreenMaker.from_options(
+        elastic="chgnet", chunk_size=2, workers=1, db_path=str(db), **FAST_PHYSICS
+    )
     store = file_job_store(tmp_path / "js")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -279,12 +281,12 @@ def test_elastic_chgnet_runs_between_fetch_and_chunks(monkeypatch, tmp_path: Pat
 
 def test_validate_prepares_candidates_with_chgnet_elastic(monkeypatch) -> None:
     """``iondrag validate --elastic chgnet``: the workflow runs for candidates without data."""
-    import workflows.ml
-    from workflows.cli import _elastic_preparation
+    import iondrag.workflows.ml
+    from iondrag.workflows.cli import _elastic_preparation
 
     assert _elastic_preparation(ScreeningParameters()) is None
     prepare = _elastic_preparation(ScreeningParameters(elastic="chgnet"))
-    assert prepare is workflows.ml.candidate_with_chgnet_elastic
+    assert prepare is iondrag.workflows.ml.candidate_with_chgnet_elastic
     ran: list[str] = []
     tensor = _stand_in_elastic.original()
 
@@ -294,7 +296,7 @@ def test_validate_prepares_candidates_with_chgnet_elastic(monkeypatch) -> None:
             raise RuntimeError("simulated relaxation failure")
         return tensor, {}
 
-    monkeypatch.setattr(workflows.ml, "run_elastic_locally", fake_run)
+    monkeypatch.setattr(iondrag.workflows.ml, "run_elastic_locally", fake_run)
     loaded = _candidates()
     li2o = prepare(loaded["li2o-fm3m"])
     assert li2o.elastic == tensor
@@ -380,14 +382,15 @@ def test_cli_screen_with_chgnet_records_both_backends(tmp_path: Path) -> None:
 def test_chgnet_failure_keeps_the_bvse_result() -> None:
     """A supercell above max_atoms is refused by CHGNet; the candidate keeps its BVSE result."""
     _require_ml()
-    from screening.universal import UniversalSettings
+    from iondrag.screening.universal import UniversalSettings
 
     lif = _candidates()["lif-fm3m"]
     bvse, _ = score_candidate(lif, ScreeningParameters(**FAST_PHYSICS))
     chgnet, _ = score_candidate(
         lif,
-        ScreeningParameters(potential="chgnet", **FAST_PHYSICS),
-        universal_settings=UniversalSettings(max_atoms=20),
+        ScreeningParameters(
+            potential="chgnet", universal=UniversalSettings(max_atoms=20), **FAST_PHYSICS
+        ),
     )
     assert chgnet.status == "ok"
     assert chgnet.universal_error_cause == "universal_too_large"

@@ -24,7 +24,7 @@ from wf_helpers import (
     write_cifs,
 )
 
-from screening.database import CONTRACT_COLUMNS
+from iondrag.adapters.database import CONTRACT_COLUMNS
 
 
 def results(db: Path, run_id: str | None = None) -> list[dict]:
@@ -171,7 +171,7 @@ def test_validate_command_is_wired(tmp_path: Path) -> None:
 
 
 def test_validate_runs_on_cifs_and_a_table(tmp_path: Path, small_cifs: Path) -> None:
-    pytest.importorskip("screening.validation")
+    pytest.importorskip("iondrag.screening.metrics")
     table = tmp_path / "measured.csv"
     table.write_text(
         "ID,Ionic conductivity (S cm-1)\n"

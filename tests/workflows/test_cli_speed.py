@@ -8,7 +8,7 @@ from pathlib import Path
 
 from wf_helpers import REPO_ROOT, clean_env
 
-from workflows.cli import _most_candidates
+from iondrag.workflows.cli import _most_candidates
 
 
 def _modules_after(code: str, tmp_path: Path) -> set[str]:
@@ -25,8 +25,8 @@ def _modules_after(code: str, tmp_path: Path) -> set[str]:
 
 
 def test_the_science_does_not_import_scipy_integrate(tmp_path: Path) -> None:
-    modules = _modules_after("import screening.pipeline", tmp_path)
-    assert "screening.elastic" in modules and "scipy.integrate" not in modules
+    modules = _modules_after("import iondrag.screening.pipeline", tmp_path)
+    assert "iondrag.screening.elastic" in modules and "scipy.integrate" not in modules
 
 
 def test_a_one_candidate_screen_imports_no_matplotlib_and_starts_no_workers(
@@ -36,7 +36,7 @@ def test_a_one_candidate_screen_imports_no_matplotlib_and_starts_no_workers(
         "from workflows import parallel\n"
         "started = []\n"
         "parallel.prestart = lambda n: started.append(n)\n"
-        "from workflows.cli import main\n"
+        "from iondrag.workflows.cli import main\n"
         "assert main(['screen', '--ids', 'lif-fm3m', '--quiet', '--grid', '0.3', "
         "'--arrhenius', 'none', '--workers', '4', '--model', 'none']) == 0\n"
         "assert started == [1], started\n"

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from wf_helpers import FAST_CLI, clean_env, run_cli, write_cifs
 
-from screening.database import RESULT_COLUMNS, column_descriptions
-from screening.ranking import format_ranking
-from workflows.cli import _Bar, _matrix
+from iondrag.adapters.database import RESULT_COLUMNS, column_descriptions
+from iondrag.workflows.cli import _Bar, _matrix
+from iondrag.workflows.ranking import format_ranking
 
 IDS = "lif-fm3m,li3p-p63mmc"  # one scores, one fails (missing softBV parameters)
 
@@ -178,7 +178,7 @@ def test_bar_on_a_terminal_counts_only_new_candidates_in_its_rate() -> None:
 
 
 def test_params_lists_every_parameter_from_the_model(tmp_path: Path) -> None:
-    from screening.parameters import ScreeningParameters
+    from iondrag.screening.parameters import ScreeningParameters
 
     env = clean_env(tmp_path)
     listed = run_cli(["params"], env)
@@ -211,7 +211,7 @@ def test_show_png_renders_profile_drag_and_slice(screened) -> None:
 def test_plot_geometry_helpers() -> None:
     import numpy as np
 
-    from workflows.plots import in_plane_mask, plane_coordinates, profile_from_minimum
+    from iondrag.workflows.plots import in_plane_mask, plane_coordinates, profile_from_minimum
 
     shifted, saddle, barrier = profile_from_minimum([0.3, 0.5, 0.9, 0.4])
     assert shifted.min() == 0.0 and saddle == 2 and barrier == pytest.approx(0.6)

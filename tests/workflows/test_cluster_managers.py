@@ -16,10 +16,10 @@ import pytest
 from jobflow import Flow, Response, job, run_locally
 from wf_helpers import FAST_PHYSICS, clean_env
 
-from workflows.makers import ScreenMaker
-from workflows.managers import run_in_process
-from workflows.schemas import RankingDocument
-from workflows.stores import file_job_store
+from iondrag.adapters.stores import file_job_store
+from iondrag.workflows.makers import ScreenMaker
+from iondrag.workflows.managers import run_in_process
+from iondrag.workflows.schemas import RankingDocument
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -66,10 +66,10 @@ def test_flow_runs_through_a_fireworks_launchpad_and_rlaunch(tmp_path: Path, sma
         reason="FireWorks' mongomock mode needs mongomock-persistence "
         "(pip install 'iondrag[fireworks]')",
     )
-    from workflows.managers import to_fireworks
+    from iondrag.workflows.managers import to_fireworks
 
     db = tmp_path / "rank.sqlite"
-    maker = ScreenMaker(chunk_size=1, workers=1, db_path=str(db), **FAST_PHYSICS)
+    maker = ScreenMaker.from_options(chunk_size=1, workers=1, db_path=str(db), **FAST_PHYSICS)
     candidates = small_candidates[:2]  # LiF and NaCl rock salt
     flow = maker.make(candidates=candidates)
     store = file_job_store(tmp_path / "jobstore")
@@ -154,10 +154,10 @@ def test_flow_runs_through_jobflow_remote(tmp_path: Path, small_candidates, monk
     jobflow_remote.SETTINGS = JobflowRemoteSettings()
     controller = JobController.from_project_name("iondrag_test")
     controller.reset()
-    from workflows.managers import submit_remote
+    from iondrag.workflows.managers import submit_remote
 
     db = tmp_path / "rank.sqlite"
-    maker = ScreenMaker(chunk_size=1, db_path=str(db), **FAST_PHYSICS)
+    maker = ScreenMaker.from_options(chunk_size=1, db_path=str(db), **FAST_PHYSICS)
     flow = maker.make(candidates=small_candidates[:2])
     submit_remote(flow, worker="local", project="iondrag_test")
     Runner(project_name="iondrag_test").run_all_jobs(max_seconds=300)

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from wf_helpers import FAST_CLI, clean_env, one_line_error, run_cli
 
-from screening import learning
-from screening.parameters import ScreeningParameters
-from workflows.learn import LEARNED_COLUMNS, ModelFileError, load_model, save_model
+from iondrag.screening import learning
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.workflows.learn import LEARNED_COLUMNS, ModelFileError, load_model, save_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -160,7 +160,7 @@ def test_learn_retrains_on_a_small_obelix_subset_and_validate_reports_it(
 def test_a_broken_default_model_warns_and_the_screen_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from workflows import cli, learn
+    from iondrag.workflows import cli, learn
 
     junk = tmp_path / "junk.joblib"
     junk.write_bytes(b"not a model")

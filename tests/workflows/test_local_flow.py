@@ -11,11 +11,11 @@ import pytest
 from jobflow import Flow, JobStore, run_locally
 from wf_helpers import FAST_PHYSICS, SMALL_IDS
 
-from screening import database
-from screening.schemas import CandidateGrids
-from workflows.makers import ScreenMaker
-from workflows.schemas import ChunkDocument, FetchDocument, RankingDocument
-from workflows.stores import SQLiteStore, default_job_store, file_job_store
+from iondrag.adapters import database
+from iondrag.adapters.stores import SQLiteStore, default_job_store, file_job_store
+from iondrag.screening.schemas import CandidateGrids
+from iondrag.workflows.makers import ScreenMaker
+from iondrag.workflows.schemas import ChunkDocument, FetchDocument, RankingDocument
 
 pytestmark = pytest.mark.filterwarnings("ignore:cd is deprecated:FutureWarning")
 
@@ -44,7 +44,7 @@ def db_rows(path: Path, run_id: str) -> dict[str, dict]:
 def screened(tmp_path_factory, small_candidates):
     """One screen of the four small candidates (chunks of 2, grids stored), from JSON."""
     tmp = tmp_path_factory.mktemp("local")
-    maker = ScreenMaker(
+    maker = ScreenMaker.from_options(
         chunk_size=2, store_grids=True, db_path=str(tmp / "rank.sqlite"), **FAST_PHYSICS
     )
     flow = Flow.from_dict(json.loads(maker.make(candidates=small_candidates).to_json()))
@@ -157,7 +157,7 @@ def test_other_run_reuses_results_and_new_parameters_rescore(screened, small_can
     rows = db_rows(screened["db"], "explicit-run")
     assert {r["reused_from_run_id"] for r in rows.values()} == {screened["run_id"]}
 
-    warmer = ScreenMaker(
+    warmer = ScreenMaker.from_options(
         chunk_size=1, temperature_K=400.0, db_path=str(screened["db"]), **FAST_PHYSICS
     )
     flow = warmer.make(candidates=small_candidates[:2])
@@ -172,7 +172,7 @@ def test_other_run_reuses_results_and_new_parameters_rescore(screened, small_can
 
 @pytest.mark.slow
 def test_two_workers_give_the_same_results(tmp_path, small_candidates, screened) -> None:
-    maker = ScreenMaker(
+    maker = ScreenMaker.from_options(
         chunk_size=4, workers=2, db_path=str(tmp_path / "rank.sqlite"), **FAST_PHYSICS
     )
     run(maker.make(candidates=small_candidates), file_job_store(tmp_path / "js"))

@@ -1,4 +1,4 @@
-"""ScreenMaker: fields in step with ScreeningParameters, run ids, flow serialisation."""
+"""ScreenMaker: the parameters and run settings it holds, run ids, flow serialisation."""
 
 from __future__ import annotations
 
@@ -11,45 +11,44 @@ from jobflow import Flow
 from pydantic import ValidationError
 from wf_helpers import FAST_PHYSICS
 
-from screening.parameters import ScreeningParameters
-from screening.sources.base import Candidate
-from workflows.makers import WORKFLOW_FIELDS, ScreenMaker
-from workflows.schemas import SourceSpec
+from iondrag.screening.candidates import Candidate
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.workflows.makers import ScreenMaker
+from iondrag.workflows.run_settings import ScreenRun
+from iondrag.workflows.schemas import SourceSpec
 
 
-def test_maker_fields_and_defaults_match_screening_parameters() -> None:
-    fields = {f.name: f for f in dataclasses.fields(ScreenMaker)}
-    physics = {name: f for name, f in fields.items() if name not in WORKFLOW_FIELDS}
-    assert sorted(physics) == sorted(ScreeningParameters.model_fields)
-    for name, info in ScreeningParameters.model_fields.items():
-        assert physics[name].default == info.default, name
-    assert ScreenMaker().parameters() == ScreeningParameters()
-    assert set(WORKFLOW_FIELDS) == {
-        "name",
-        "chunk_size",
-        "workers",
-        "store_grids",
-        "db_path",
-        "top_n",
-    }
+def test_the_maker_holds_the_parameters_and_the_run_settings() -> None:
+    """One definition per setting: the Maker carries the models, it does not mirror fields."""
+    names = {f.name for f in dataclasses.fields(ScreenMaker)}
+    assert names == {"name", "parameters", "run"}
+    assert ScreenMaker().parameters == ScreeningParameters()
+    assert ScreenMaker().run == ScreenRun()
+    maker = ScreenMaker.from_options(grid_spacing_A=0.3, workers=3, top_n=5)
+    assert maker.parameters == ScreeningParameters(grid_spacing_A=0.3)
+    assert (maker.run.workers, maker.run.top_n) == (3, 5)
+    with pytest.raises(TypeError, match="grid_spacing"):
+        ScreenMaker.from_options(grid_spacing=0.3)
 
 
 def test_maker_validates_physics() -> None:
     with pytest.raises(ValidationError):
-        ScreenMaker(grid_spacing_A=5.0).parameters()
-    with pytest.raises(ValueError, match="at least 1"):
-        ScreenMaker(chunk_size=0).make()
+        ScreenMaker.from_options(grid_spacing_A=5.0)
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        ScreenMaker.from_options(chunk_size=0)
 
 
 def test_run_id_depends_on_source_and_parameters(tmp_path: Path, monkeypatch) -> None:
-    maker = ScreenMaker(**FAST_PHYSICS)
+    maker = ScreenMaker.from_options(**FAST_PHYSICS)
     folder = tmp_path / "cifs"
     folder.mkdir()
     monkeypatch.chdir(tmp_path)
     assert maker.run_id("cif", "cifs") == maker.run_id("cif", folder)  # path made absolute
-    assert maker.run_id("embedded") == ScreenMaker(**FAST_PHYSICS).run_id("embedded")
+    assert maker.run_id("embedded") == ScreenMaker.from_options(**FAST_PHYSICS).run_id("embedded")
     assert maker.run_id("embedded") != maker.run_id("cif", folder)
-    assert maker.run_id("embedded") != ScreenMaker(temperature_K=400.0).run_id("embedded")
+    assert maker.run_id("embedded") != ScreenMaker.from_options(temperature_K=400.0).run_id(
+        "embedded"
+    )
     assert maker.run_id("mp", options={"elements": "Li,S"}) == maker.run_id(
         "mp", options={"elements": "Li,S", "chemsys": None}
     )
@@ -58,7 +57,7 @@ def test_run_id_depends_on_source_and_parameters(tmp_path: Path, monkeypatch) ->
 
 
 def test_flow_json_round_trip(small_candidates) -> None:
-    maker = ScreenMaker(chunk_size=2, db_path="/tmp/x.sqlite", **FAST_PHYSICS)
+    maker = ScreenMaker.from_options(chunk_size=2, db_path="/tmp/x.sqlite", **FAST_PHYSICS)
     flow = maker.make(candidates=small_candidates)
     text = flow.to_json()
     again = Flow.from_dict(json.loads(text))
@@ -68,7 +67,7 @@ def test_flow_json_round_trip(small_candidates) -> None:
     assert fetch.uuid == flow.jobs[0].uuid
     source, parameters, run_id = fetch.function_args
     assert isinstance(source, SourceSpec) and source.source == "candidates"
-    assert parameters == maker.parameters()
+    assert parameters == maker.parameters
     assert run_id == maker.run_id(candidates=small_candidates)
     candidates = fetch.function_kwargs["candidates"]
     assert all(isinstance(c, Candidate) for c in candidates)

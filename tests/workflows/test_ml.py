@@ -1,4 +1,4 @@
-"""The CHGNet force-field elastic workflow (workflows.ml).
+"""The CHGNet force-field elastic workflow (iondrag.workflows.ml).
 
 Conversion tests run everywhere; the flow itself needs the ml extra (atomate2's force-field
 jobs, torch, chgnet) and skips cleanly without it.
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from screening.elastic import hill_moduli_GPa
-from screening.errors import ElasticDataError
-from workflows.ml import ELASTIC_SOURCE, elastic_input_from_output
+from iondrag.screening.elastic import hill_moduli_GPa
+from iondrag.screening.errors import ElasticDataError
+from iondrag.workflows.ml import ELASTIC_SOURCE, elastic_input_from_output
 
 #: LiF, Briscoe & Squire 1957 (data/embedded): K = (C11 + 2 C12) / 3.
 LIF_BULK_MEASURED_GPA = (111.2 + 2 * 42.0) / 3
@@ -52,8 +52,8 @@ def test_chgnet_elastic_flow_for_candidates_without_data() -> None:
     from jobflow.core.store import JobStore
     from maggma.stores import MemoryStore
 
-    from screening.sources.base import Candidate, ElasticInput
-    from workflows.ml import attach_chgnet_elastic
+    from iondrag.screening.candidates import Candidate, ElasticInput
+    from iondrag.workflows.ml import attach_chgnet_elastic
 
     lif = Structure.from_spacegroup(
         "Fm-3m", Lattice.cubic(4.027), ["Li", "F"], [[0, 0, 0], [0.5, 0.5, 0.5]]

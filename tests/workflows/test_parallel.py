@@ -10,8 +10,8 @@ import time
 import psutil
 import pytest
 
-from screening.parameters import ScreeningParameters
-from workflows.parallel import abort_pools, score_candidates
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.workflows.parallel import abort_pools, score_candidates
 
 
 def _is_busy_worker(process: psutil.Process) -> bool:

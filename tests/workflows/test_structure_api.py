@@ -11,9 +11,9 @@ from jobflow import run_locally
 from pymatgen.core import Lattice, Structure
 from wf_helpers import FAST_PHYSICS
 
-from screening.sources.base import Candidate
-from workflows.makers import ScreenMaker, as_candidates
-from workflows.stores import file_job_store
+from iondrag.adapters.stores import file_job_store
+from iondrag.screening.candidates import Candidate
+from iondrag.workflows.makers import ScreenMaker, as_candidates
 
 pytestmark = pytest.mark.filterwarnings("ignore:cd is deprecated:FutureWarning")
 
@@ -53,7 +53,7 @@ def test_as_candidates_accepts_structures_pairs_and_candidates() -> None:
 
 
 def test_make_takes_structures_in_every_form() -> None:
-    maker = ScreenMaker(**FAST_PHYSICS)
+    maker = ScreenMaker.from_options(**FAST_PHYSICS)
     lif = rock_salt()
     one = maker.make(lif)
     assert one.jobs[0].function_kwargs["candidates"][0].formula == "LiF"
@@ -68,7 +68,7 @@ def test_make_takes_structures_in_every_form() -> None:
 
 def test_make_structure_runs_locally(tmp_path: Path, iondrag_home: Path) -> None:
     db = tmp_path / "rank.sqlite"
-    maker = ScreenMaker(db_path=str(db), **FAST_PHYSICS)
+    maker = ScreenMaker.from_options(db_path=str(db), **FAST_PHYSICS)
     flow = maker.make([("lif", rock_salt())])
     responses = run_locally(
         flow, store=file_job_store(tmp_path / "store"), log=False, ensure_success=True
@@ -96,7 +96,7 @@ def test_run_locally_does_not_print_jobflows_cd_warning(tmp_path: Path) -> None:
         "from workflows import ScreenMaker\n"
         "s = Structure.from_spacegroup('Fm-3m', Lattice.cubic(4.03), ['Li', 'F'],"
         " [[0, 0, 0], [0.5, 0.5, 0.5]])\n"
-        "maker = ScreenMaker(grid_spacing_A=0.3, arrhenius_temperatures_K=())\n"
+        "maker = ScreenMaker.from_options(grid_spacing_A=0.3, arrhenius_temperatures_K=())\n"
         "run_locally(maker.make(s), log=False, ensure_success=True)\n"
     )
     done = subprocess.run(

@@ -49,8 +49,8 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def cli_command(args: Sequence[object]) -> list[str]:
-    """The command line of ``python -m workflows.cli ARGS``."""
-    return [sys.executable, "-m", "workflows.cli", *map(str, args)]
+    """The command line of ``python -m iondrag.workflows.cli ARGS``."""
+    return [sys.executable, "-m", "iondrag.workflows.cli", *map(str, args)]
 
 
 def run_cli(
@@ -72,7 +72,7 @@ def write_cifs(folder: Path, ids: Sequence[str], *, broken: bool = True) -> Path
     """CIF files of embedded candidates (named <id>.cif), plus one unreadable file."""
     from pymatgen.io.cif import CifWriter
 
-    from screening.sources.embedded import embedded_structure
+    from iondrag.adapters.sources.embedded import embedded_structure
 
     folder.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from screening import database
-from screening.parameters import ScreeningParameters
-from screening.schemas import CandidateResult
+from iondrag.adapters import database
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.screening.schemas import CandidateResult
 
 PARAMETERS = ScreeningParameters(grid_spacing_A=0.3, arrhenius_temperatures_K=())
 
@@ -223,9 +223,9 @@ WRITER = textwrap.dedent(
     """
     import sys
     from contextlib import closing
-    from screening import database
-    from screening.parameters import ScreeningParameters
-    from screening.schemas import CandidateResult
+    from iondrag.adapters import database
+    from iondrag.screening.parameters import ScreeningParameters
+    from iondrag.screening.schemas import CandidateResult
 
     path, run_id, start, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     parameters = ScreeningParameters(grid_spacing_A=0.3, arrhenius_temperatures_K=())

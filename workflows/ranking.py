@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from screening.database import CONTRACT_COLUMNS
+from iondrag.adapters.database import CONTRACT_COLUMNS
 
 __all__ = ["RANKING_LEGEND", "contract_records", "format_ranking", "records"]
 

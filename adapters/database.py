@@ -48,10 +48,10 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from screening.errors import IondragError
-from screening.parameters import ScreeningParameters
-from screening.schemas import CandidateResult
-from screening.sources.base import Candidate
+from iondrag.screening.candidates import Candidate
+from iondrag.screening.errors import IondragError
+from iondrag.screening.parameters import ScreeningParameters
+from iondrag.screening.schemas import CandidateResult
 
 __all__ = [
     "BOOKKEEPING_COLUMNS",
@@ -194,7 +194,7 @@ _COLUMN_NOTES: dict[str, str] = {
     "when the source has it.",
     "status": "ok (scored), failed (a documented input problem) or error (unexpected).",
     "error": "One-line reason a candidate was not scored.",
-    "error_cause": "Short cause code of error (screening.errors).",
+    "error_cause": "Short cause code of error (iondrag.screening.errors).",
     "parameters_fingerprint": "Hash of the physics parameters (reuse key).",
     "n_warnings": "Number of warnings of the row (estimated parameters, coarsened grid, "
     "...; marked * in the printed ranking).",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from screening.sources.base import Candidate, ElasticInput, SourceName
+from iondrag.screening.candidates import Candidate, ElasticInput, SourceName
 
 __all__ = ["Candidate", "ElasticInput", "SourceName", "load_candidates"]
 
@@ -28,7 +28,7 @@ def load_candidates(
         The CIF folder or file, for ``source="cif"``.
     **options
         Passed to the source: for ``"mp"`` the query fields of
-        :class:`screening.sources.mp.MPQuery`; for ``"embedded"`` ``ion`` to keep only
+        :class:`iondrag.adapters.sources.mp.MPQuery`; for ``"embedded"`` ``ion`` to keep only
         candidates of that mobile species.
 
     Returns
@@ -37,17 +37,17 @@ def load_candidates(
         Failed loads included, as candidates with ``load_error`` set.
     """
     if source == "embedded":
-        from screening.sources.embedded import load_embedded_candidates
+        from iondrag.adapters.sources.embedded import load_embedded_candidates
 
         return load_embedded_candidates(**options)
     if source == "cif":
         if path is None:
             raise ValueError("source 'cif' needs a path to a CIF file or folder")
-        from screening.sources.cif import load_cif_candidates
+        from iondrag.adapters.sources.cif import load_cif_candidates
 
         return load_cif_candidates(path, **options)
     if source == "mp":
-        from screening.sources.mp import MPQuery, fetch_mp_candidates
+        from iondrag.adapters.sources.mp import MPQuery, fetch_mp_candidates
 
         ion = options.pop("ion", None)
         connection = {

@@ -21,14 +21,14 @@ from pymatgen.analysis.structure_matcher import (
 )
 from pymatgen.core import Composition, Structure
 
-from screening.sources.base import Candidate
-from screening.sources.embedded import (
+from iondrag.adapters.sources.embedded import (
     REQUIRED_FIELDS,
     build_structure,
     load_embedded_candidates,
     load_embedded_entries,
     symmetry_operations,
 )
+from iondrag.screening.candidates import Candidate
 
 ENTRIES = load_embedded_entries()
 IDS = [entry["id"] for entry in ENTRIES]

@@ -13,16 +13,22 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pymatgen.core import DummySpecies, Element, Structure
 
-from screening.errors import InvalidStructureError, IondragError, SourceError, StructureParseError
-from screening.sources.base import Candidate, utc_now_iso
-from screening.text import printable
+from iondrag.screening.candidates import Candidate, utc_now_iso
+from iondrag.screening.errors import (
+    InvalidStructureError,
+    IondragError,
+    SourceError,
+    StructureParseError,
+)
+from iondrag.screening.text import printable
 
 __all__ = [
     "OCCUPANCY_TOLERANCE",
@@ -91,7 +97,7 @@ def find_cif_files(path: str | Path) -> list[Path]:
 
 
 def printable_path(path: str | Path) -> str:
-    """Return ``path`` as printable text (:func:`screening.text.printable` escapes)."""
+    """Return ``path`` as printable text (:func:`iondrag.screening.text.printable` escapes)."""
     return printable(os.fsencode(str(path)).decode("utf-8", errors="backslashreplace"))
 
 
@@ -100,7 +106,7 @@ def candidate_id_for(path: str | Path) -> str:
 
     A name that is not valid UTF-8 (Linux allows any bytes but ``/``) keeps its other
     characters and shows each undecodable byte as a backslash-x escape; control characters
-    (ESC, ...) are escaped likewise (:func:`screening.text.printable`).
+    (ESC, ...) are escaped likewise (:func:`iondrag.screening.text.printable`).
     """
     name = Path(path).name
     stem = name[:-4] if name.lower().endswith(".cif") else name
@@ -375,47 +381,21 @@ def load_cif_candidate(path: str | Path, *, ion: str | None = None) -> Candidate
     )
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    """Pool initializer: end this loader process when its parent is gone (killed -9)."""
-    import threading
-    import time
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="cif-loader-parent-watch", daemon=True).start()
+#: ``parallel_map(function, items, workers)``: ``[function(item) for item in items]``,
+#: computed by whoever owns the processes (the application's one pool).
+ParallelMap = Callable[[Callable[[Any], Any], Sequence[Any], int], list[Any]]
 
 
-def _load_many(files: list[Path], ion: str | None, workers: int) -> list[Candidate]:
-    """Load files in order, in ``workers`` processes when more than one is asked for."""
-    if workers > 1 and len(files) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        from functools import partial
-
-        try:
-            with ProcessPoolExecutor(
-                max_workers=min(workers, len(files)),
-                initializer=_exit_with_parent,
-                initargs=(os.getpid(),),
-            ) as pool:
-                chunksize = max(1, len(files) // (4 * workers))
-                load = partial(load_cif_candidate, ion=ion)
-                return list(pool.map(load, files, chunksize=chunksize))
-        except (OSError, AssertionError, RuntimeError) as exc:
-            # e.g. inside a daemonic worker process, which may not start children
-            warnings.warn(
-                f"parallel CIF loading failed ({_one_line(exc, 120)}); loading serially",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-    return [load_cif_candidate(file, ion=ion) for file in files]
+def _serial_map(function: Callable[[Any], Any], items: Sequence[Any], workers: int) -> list[Any]:
+    return [function(item) for item in items]
 
 
 def load_cif_candidates(
-    path: str | Path, *, ion: str | None = None, workers: int = 1
+    path: str | Path,
+    *,
+    ion: str | None = None,
+    workers: int = 1,
+    parallel_map: ParallelMap | None = None,
 ) -> list[Candidate]:
     """Load a folder of CIF files (every ``*.cif``, sorted, not recursive) or one CIF file.
 
@@ -428,6 +408,9 @@ def load_cif_candidates(
         pipeline then uses each candidate's own alkali ion).
     workers
         Processes to parse with (pymatgen needs ~50 ms per typical file); default 1.
+    parallel_map
+        How to run the parsing over ``workers`` processes (the application passes its pool,
+        :func:`iondrag.workflows.parallel.map_in_pool`); None: in this process.
 
     Returns
     -------
@@ -444,7 +427,9 @@ def load_cif_candidates(
     if workers < 1:
         workers = os.cpu_count() or 1
     files = find_cif_files(path)
-    return _fail_duplicates(files, _load_many(files, ion, workers))
+    load = partial(load_cif_candidate, ion=ion)
+    loaded = (parallel_map or _serial_map)(load, files, workers)
+    return _fail_duplicates(files, loaded)
 
 
 def _same_file_key(path: Path) -> tuple[int, int] | None:

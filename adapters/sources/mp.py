@@ -9,9 +9,9 @@ The client, mp-api (``mp_api``), takes seconds to import: it is imported inside 
 that talk to the server, never when this module is imported, and not at all on a cache hit.
 
 Errors a user can act on (no key, malformed key, server unreachable, key rejected, rate
-limited, server errors) are raised as :class:`~screening.errors.SourceError` subclasses with a
-one-line message. HTTP 429 and 5xx answers are retried with exponential backoff up to a
-budget (``max_retries``, ``backoff_s``) before giving up.
+limited, server errors) are raised as :class:`~iondrag.screening.errors.SourceError`
+subclasses with a one-line message. HTTP 429 and 5xx answers are retried with exponential
+backoff up to a budget (``max_retries``, ``backoff_s``) before giving up.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pymatgen.core import Element, Structure
 
-from screening.errors import SourceError
-from screening.sources.base import Candidate, ElasticInput, utc_now_iso
+from iondrag.screening.candidates import Candidate, ElasticInput, utc_now_iso
+from iondrag.screening.errors import SourceError
 
 if TYPE_CHECKING:
     import requests
@@ -955,7 +955,7 @@ def fetch_mp_candidates(
         raise ValueError("max_retries and backoff_s must not be negative")
     resolved_endpoint = resolve_endpoint(endpoint)
     if cache_path is None:
-        from screening.settings import get_settings
+        from iondrag.screening.settings import get_settings
 
         cache_path = get_settings().resolved_mp_cache_path()
     cache_file = Path(cache_path).expanduser()

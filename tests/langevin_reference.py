@@ -10,7 +10,7 @@ cross-check of the overdamped path formula of theory.md section 3: D from the me
 displacement of the underdamped dynamics, which also holds where gamma/M is not large
 compared with the barrier frequency (inertia, Kramers regime).
 
-Units follow :mod:`screening.units`: positions in angstrom, potentials and forces in eV and
+Units follow :mod:`iondrag.screening.units`: positions in angstrom, potentials and forces in eV and
 eV/A, masses in amu, temperature in K; the dynamics is SI (velocities m/s, times s, friction
 kg/s, diffusion m^2/s, mobility s/kg). Time steps are given in fs.
 
@@ -37,7 +37,7 @@ from scipy.integrate import cumulative_trapezoid
 from scipy.interpolate import CubicSpline, PchipInterpolator
 from scipy.special import ive
 
-from screening.units import (
+from iondrag.screening.units import (
     AMU_KG,
     ANGSTROM_M,
     EV_PER_A2_TO_N_PER_M,

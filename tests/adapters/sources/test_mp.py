@@ -19,9 +19,8 @@ import pytest
 from pydantic import ValidationError
 from pymatgen.core import Structure
 
-from screening.errors import SourceError
-from screening.sources import load_candidates, mp
-from screening.sources.mp import (
+from iondrag.adapters.sources import load_candidates, mp
+from iondrag.adapters.sources.mp import (
     ELASTICITY_FIELDS,
     SUMMARY_FIELDS,
     MPAuthError,
@@ -31,6 +30,7 @@ from screening.sources.mp import (
     MPUnreachableError,
     fetch_mp_candidates,
 )
+from iondrag.screening.errors import SourceError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SUMMARY = "/materials/summary/"
@@ -232,8 +232,8 @@ def test_rerun_is_served_from_the_cache_without_mp_api(mp_server, mp_key, tmp_pa
     script = textwrap.dedent(
         f"""
         import sys
-        import screening.sources.mp as mp
-        assert "mp_api" not in sys.modules, "import screening.sources.mp imported mp_api"
+        import iondrag.adapters.sources.mp as mp
+        assert "mp_api" not in sys.modules, "import iondrag.adapters.sources.mp imported mp_api"
         found = mp.fetch_mp_candidates(
             mp.MPQuery(elements=["Li"]), api_key={mp_key!r}, endpoint={mp_server.endpoint!r},
             cache_path={str(cache)!r},

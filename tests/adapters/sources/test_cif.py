@@ -12,9 +12,9 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
-from screening.errors import SourceError
-from screening.sources import load_candidates
-from screening.sources.cif import load_cif_candidate, load_cif_candidates
+from iondrag.adapters.sources import load_candidates
+from iondrag.adapters.sources.cif import load_cif_candidate, load_cif_candidates
+from iondrag.screening.errors import SourceError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 OBELIX_ENV = "IONDRAG_OBELIX_DIR"

@@ -454,6 +454,6 @@ def default_job_store() -> JobStore:
         from jobflow import SETTINGS
 
         return SETTINGS.JOB_STORE
-    from screening.settings import get_settings
+    from iondrag.screening.settings import get_settings
 
     return file_job_store(get_settings().home / "jobstore")

@@ -92,7 +92,7 @@ class Candidate(BaseModel):
         default=None, description="Why the structure could not be loaded (failed candidate)."
     )
     load_error_cause: str | None = Field(
-        default=None, description="Short cause code of load_error (see screening.errors)."
+        default=None, description="Short cause code of load_error (see iondrag.screening.errors)."
     )
 
     @field_validator("structure", mode="before")

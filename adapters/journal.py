@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from screening import __version__
-from screening.data_files import data_dir
-from screening.parameters import ScreeningParameters
+from iondrag.screening import __version__
+from iondrag.screening.data_files import data_dir
+from iondrag.screening.parameters import ScreeningParameters
 
 #: Error causes not journalled: a crashed worker (killed for memory, say) is not a property
 #: of the structure, so a rerun tries it again.

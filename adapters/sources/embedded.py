@@ -24,8 +24,8 @@ import yaml
 from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.symmetry.groups import SpaceGroup
 
-from screening.data_files import data_dir
-from screening.sources.base import Candidate, ElasticInput, utc_now_iso
+from iondrag.screening.candidates import Candidate, ElasticInput, utc_now_iso
+from iondrag.screening.data_files import data_dir
 
 #: Location of the data file inside the data folder.
 EMBEDDED_FILE = Path("embedded") / "candidates.yaml"

@@ -1,4 +1,4 @@
-"""The journal of scored structures (screening.validation_journal)."""
+"""The journal of scored structures (iondrag.adapters.journal)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
-from screening.parameters import ScreeningParameters
-from screening.validation_journal import ValidationJournal, code_fingerprint, record_key
+from iondrag.adapters.journal import ValidationJournal, code_fingerprint, record_key
+from iondrag.screening.parameters import ScreeningParameters
 
 FAST = ScreeningParameters(grid_spacing_A=0.3, arrhenius_temperatures_K=())
 

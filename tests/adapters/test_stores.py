@@ -13,7 +13,7 @@ from jobflow import JobStore, job, run_locally
 from maggma.stores import MemoryStore
 from monty.json import MontyDecoder
 
-from workflows.stores import SQLiteStore, file_job_store
+from iondrag.adapters.stores import SQLiteStore, file_job_store
 
 pytestmark = pytest.mark.filterwarnings("ignore:cd is deprecated:FutureWarning")
 
@@ -84,7 +84,7 @@ def test_sqlite_store_persists_and_serialises(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import sys
-    from workflows.stores import SQLiteStore
+    from iondrag.adapters.stores import SQLiteStore
     store = SQLiteStore(sys.argv[1], key="blob_uuid")
     store.connect()
     for i in range(int(sys.argv[3])):
