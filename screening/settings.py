@@ -31,6 +31,12 @@ class IondragSettings(BaseSettings):
         default=None,
         description="SQLite cache of Materials Project answers; default <home>/mp_cache.sqlite.",
     )
+    mp_cache_max_age_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Materials Project answers cached longer than this (days) are fetched "
+        "again; 0 asks the server every time, inf keeps them forever.",
+    )
     memory_budget_MB: float = Field(
         default=2048.0, gt=0, description="Memory one candidate's grids may take (MB)."
     )

@@ -119,6 +119,13 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _days(text: str) -> float:
+    value = _float(text)
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected days >= 0 (or inf), got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``iondrag`` and its commands."""
     common = _Parser(add_help=False)
@@ -169,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ask the server again instead of the local cache of this query (the cache, "
         "<IONDRAG_HOME>/mp_cache.sqlite, is then updated; delete the file to empty it)",
+    )
+    mp.add_argument(  # the setting mp_cache_max_age_days (screening/settings.py) for one screen
+        "--mp-cache-max-age-days",
+        type=_days,
+        metavar="DAYS",
+        help="ask the server again when the cached answer is older than DAYS (0: always, "
+        "inf: never; default: the setting mp_cache_max_age_days, IONDRAG_MP_CACHE_MAX_AGE_DAYS, "
+        "30)",
     )
     screen.add_argument(
         "--ids",
@@ -665,11 +680,12 @@ def _screen(args: argparse.Namespace) -> int:
         "material_ids": args.material_ids,
     }
     mp_options = {k: v for k, v in mp_options.items() if v is not None}
-    if (mp_options or args.refresh_cache) and source != "mp":
+    cache_options = args.refresh_cache or args.mp_cache_max_age_days is not None
+    if (mp_options or cache_options) and source != "mp":
         raise UsageError(
             "the Materials Project filters (--elements, --chemsys, --max-ehull, --max-sites, "
             "--max-candidates, --min/max-band-gap, --exclude-elements, --formula, "
-            "--material-ids) and --refresh-cache need --source mp"
+            "--material-ids), --refresh-cache and --mp-cache-max-age-days need --source mp"
         )
     arrhenius = _arrhenius(args.arrhenius)
     extra = {} if arrhenius is None else {"arrhenius_temperatures_K": arrhenius}
@@ -723,6 +739,8 @@ def _screen(args: argparse.Namespace) -> int:
     options: dict[str, Any] | None = mp_options if source == "mp" else None
     if source == "mp" and args.refresh_cache:
         options = {**mp_options, "refresh": True}  # not part of the run id
+    if source == "mp" and args.mp_cache_max_age_days is not None:
+        options = {**(options or {}), "cache_max_age_days": args.mp_cache_max_age_days}  # idem
     if ids is not None:
         options = {"ids": ids}
     flow = maker.make(source, args.path, options=options, run_id=args.run_id)

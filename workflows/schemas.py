@@ -28,8 +28,9 @@ __all__ = [
 SourceKind = Literal["embedded", "mp", "cif", "candidates"]
 
 #: Options that change how candidates are fetched, not which: left out of the run id
-#: (``refresh``: ask the Materials Project again instead of the local cache).
-LOAD_ONLY_OPTIONS: frozenset[str] = frozenset({"refresh"})
+#: (``refresh``: ask the Materials Project again instead of the local cache;
+#: ``cache_max_age_days``: how old a cached Materials Project answer may be).
+LOAD_ONLY_OPTIONS: frozenset[str] = frozenset({"refresh", "cache_max_age_days"})
 
 
 class SourceSpec(BaseModel):

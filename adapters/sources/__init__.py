@@ -28,7 +28,10 @@ def load_candidates(
         The CIF folder or file, for ``source="cif"``.
     **options
         Passed to the source: for ``"mp"`` the query fields of
-        :class:`iondrag.adapters.sources.mp.MPQuery`; for ``"embedded"`` ``ion`` to keep only
+        :class:`iondrag.adapters.sources.mp.MPQuery` and the connection options of
+        :func:`iondrag.adapters.sources.mp.fetch_mp_candidates` (``api_key``, ``endpoint``,
+        ``cache_path``, ``max_retries``, ``backoff_s``, ``refresh``, ``cache_max_age_days``);
+        for ``"embedded"`` ``ion`` to keep only
         candidates of that mobile species.
 
     Returns
@@ -52,7 +55,15 @@ def load_candidates(
         ion = options.pop("ion", None)
         connection = {
             k: options.pop(k)
-            for k in ("api_key", "endpoint", "cache_path", "max_retries", "backoff_s", "refresh")
+            for k in (
+                "api_key",
+                "endpoint",
+                "cache_path",
+                "max_retries",
+                "backoff_s",
+                "refresh",
+                "cache_max_age_days",
+            )
             if k in options
         }
         candidates = fetch_mp_candidates(MPQuery(**options), **connection)

@@ -3,7 +3,8 @@
 :func:`fetch_mp_candidates` turns an :class:`MPQuery` into :class:`Candidate` objects, with
 the structure, provenance and (when the Materials Project has it) the elastic tensor. Answers
 are cached in a local SQLite file keyed by (endpoint, canonical query), so a rerun of the
-same query does not contact the server.
+same query does not contact the server; an answer older than the setting
+``mp_cache_max_age_days`` (default 30 days) is fetched again.
 
 The client, mp-api (``mp_api``), takes seconds to import: it is imported inside the functions
 that talk to the server, never when this module is imported, and not at all on a cache hit.
@@ -24,6 +25,7 @@ import sqlite3
 import warnings
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -383,13 +385,17 @@ def _cache_connection(path: Path) -> Iterator[sqlite3.Connection]:
         raise SourceError(f"cannot open the Materials Project cache {path}: {exc}") from exc
 
 
-def _cache_read(path: Path, endpoint: str, query_json: str) -> list[Candidate] | None:
-    """Return the cached candidates of (endpoint, query), or None on a miss."""
+def _cache_read(path: Path, endpoint: str, query_json: str) -> tuple[list[Candidate], str] | None:
+    """Return the cached candidates of (endpoint, query) and when they were retrieved.
+
+    None on a miss. ``from_cache`` is not set here: the caller decides whether the entry is
+    fresh enough (:func:`_cache_age_days`).
+    """
     if not path.exists():
         return None
     with _cache_connection(path) as connection:
         row = connection.execute(
-            "SELECT n_candidates FROM mp_queries WHERE endpoint = ? AND query = ?",
+            "SELECT n_candidates, retrieved_utc FROM mp_queries WHERE endpoint = ? AND query = ?",
             (endpoint, query_json),
         ).fetchone()
         if row is None:
@@ -401,10 +407,19 @@ def _cache_read(path: Path, endpoint: str, query_json: str) -> list[Candidate] |
         ).fetchall()
     if len(rows) != row[0]:
         return None  # incomplete entry: treat as a miss, the next write replaces it
-    candidates = [Candidate.model_validate_json(text) for (text,) in rows]
-    for candidate in candidates:
-        candidate.provenance["from_cache"] = True
-    return candidates
+    return [Candidate.model_validate_json(text) for (text,) in rows], row[1]
+
+
+def _cache_age_days(retrieved_utc: str, now: datetime | None = None) -> float | None:
+    """Age of a cache entry in days (0 for a timestamp in the future), None if unreadable."""
+    try:
+        then = datetime.fromisoformat(retrieved_utc.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = ((now or datetime.now(UTC)) - then).total_seconds()
+    return max(seconds, 0.0) / 86400.0
 
 
 def _cache_write(
@@ -900,6 +915,7 @@ def fetch_mp_candidates(
     timeout_s: float = 30.0,
     refresh: bool = False,
     deadline_s: float = QUERY_DEADLINE_S,
+    cache_max_age_days: float | None = None,
 ) -> list[Candidate]:
     """Return the Materials Project materials matching ``query`` as candidates.
 
@@ -923,6 +939,10 @@ def fetch_mp_candidates(
         Timeout of one request (s) for the start-up check; mp-api uses its own (20 s).
     refresh
         Ignore a cached answer and query the server again (the cache is then updated).
+    cache_max_age_days
+        A cached answer retrieved longer ago than this (days) is fetched again, and the cache
+        updated; 0 always asks the server, ``math.inf`` never expires. Default: the setting
+        ``mp_cache_max_age_days`` (``IONDRAG_MP_CACHE_MAX_AGE_DAYS``, 30 days).
     deadline_s
         Wall time of the whole query (every request, retry and page), s; each request gets
         at most its share of what remains. Paging also stops on a repeated page and after
@@ -935,7 +955,11 @@ def fetch_mp_candidates(
         unset; ``elastic`` set when the elasticity endpoint has the material. Provenance:
         ``material_id``, ``query`` (canonical), ``endpoint``, ``retrieved_utc``,
         ``database_version`` (when the server tells), ``energy_above_hull_eV`` (eV/atom),
-        ``band_gap_eV``, ``space_group``, and ``from_cache`` on a cache hit.
+        ``band_gap_eV``, ``space_group``, and ``from_cache``: True on a cache hit (with
+        ``cache_age_days``, the age of the cached answer). An answer fetched again because
+        its cached copy had expired says so: ``cache_expired`` True, with
+        ``cache_expired_retrieved_utc`` (when the old copy was retrieved) and
+        ``cache_max_age_days``.
 
     Raises
     ------
@@ -953,6 +977,8 @@ def fetch_mp_candidates(
         raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
     if max_retries < 0 or backoff_s < 0:
         raise ValueError("max_retries and backoff_s must not be negative")
+    if cache_max_age_days is not None and not cache_max_age_days >= 0:  # NaN too
+        raise ValueError(f"cache_max_age_days must be >= 0 (days), got {cache_max_age_days}")
     resolved_endpoint = resolve_endpoint(endpoint)
     if cache_path is None:
         from iondrag.screening.settings import get_settings
@@ -961,24 +987,55 @@ def fetch_mp_candidates(
     cache_file = Path(cache_path).expanduser()
     query_json = query.canonical_json()
 
+    expired: dict[str, Any] = {}
     if not refresh:
         cached = _cache_read(cache_file, resolved_endpoint, query_json)
         if cached is not None:
-            return cached
+            found, cached_utc = cached
+            if cache_max_age_days is None:
+                from iondrag.screening.settings import get_settings
 
-    candidates, retrieved_utc, database_version = _download(
-        query,
-        api_key=_resolve_api_key(api_key),
-        endpoint=resolved_endpoint,
-        max_retries=max_retries,
-        backoff_s=backoff_s,
-        page_size=page_size,
-        timeout_s=timeout_s,
-        deadline_s=deadline_s,
-    )
+                cache_max_age_days = get_settings().mp_cache_max_age_days
+            age_days = _cache_age_days(cached_utc)
+            if math.isinf(cache_max_age_days) or (
+                age_days is not None and age_days < cache_max_age_days
+            ):
+                for candidate in found:
+                    candidate.provenance["from_cache"] = True
+                    if age_days is not None:
+                        candidate.provenance["cache_age_days"] = round(age_days, 4)
+                return found
+            expired = {
+                "cache_expired": True,
+                "cache_expired_retrieved_utc": cached_utc,
+                "cache_max_age_days": cache_max_age_days,
+            }
+
+    try:
+        candidates, retrieved_utc, database_version = _download(
+            query,
+            api_key=_resolve_api_key(api_key),
+            endpoint=resolved_endpoint,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            page_size=page_size,
+            timeout_s=timeout_s,
+            deadline_s=deadline_s,
+        )
+    except (MPUnreachableError, MPRateLimitError, MPServerError) as exc:
+        if not expired:
+            raise
+        raise type(exc)(
+            f"{exc}; the cached answer of this query (retrieved "
+            f"{expired['cache_expired_retrieved_utc']}) is older than "
+            f"mp_cache_max_age_days = {cache_max_age_days:g}: set "
+            "IONDRAG_MP_CACHE_MAX_AGE_DAYS=inf (iondrag screen --mp-cache-max-age-days inf) "
+            "to use it anyway"
+        ) from exc
     _cache_write(
         cache_file, resolved_endpoint, query_json, candidates, retrieved_utc, database_version
     )
     for candidate in candidates:
         candidate.provenance["from_cache"] = False
+        candidate.provenance.update(expired)
     return candidates

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from wf_helpers import FAST_CLI, clean_env, run_cli
@@ -84,3 +85,70 @@ def test_mp_filters_need_the_mp_source(tmp_path) -> None:
     assert done.returncode == 2 and "need --source mp" in done.stderr
     done = run_cli(["screen", "--refresh-cache"], clean_env(tmp_path))
     assert done.returncode == 2 and "need --source mp" in done.stderr
+    done = run_cli(["screen", "--mp-cache-max-age-days", "3"], clean_env(tmp_path))
+    assert done.returncode == 2 and "need --source mp" in done.stderr
+    for bad in ("-1", "nan", "soon"):
+        done = run_cli(
+            ["screen", "--source", "mp", "--mp-cache-max-age-days", bad], clean_env(tmp_path)
+        )
+        assert done.returncode == 2 and "--mp-cache-max-age-days" in done.stderr, done.stderr
+
+
+def _age_mp_cache(env: dict[str, str], days: float) -> None:
+    """Write the retrieval time of every cached Materials Project answer ``days`` back."""
+    then = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds")
+    cache = Path(env["IONDRAG_HOME"]) / "mp_cache.sqlite"  # the settings default
+    with closing(sqlite3.connect(cache)) as connection, connection:
+        assert connection.execute("UPDATE mp_queries SET retrieved_utc = ?", (then,)).rowcount
+
+
+def test_cache_maximum_age_option_and_setting(mp_server, tmp_path) -> None:
+    env = clean_env(
+        tmp_path, MP_API_KEY=mp_server.state.api_key, MP_API_ENDPOINT=mp_server.endpoint
+    )
+    args = ["screen", "--source", "mp", "--material-ids", "mp-1138", *FAST_CLI]
+    args += ["--workers", "1", "--db", tmp_path / "rank.sqlite"]
+
+    def summary_requests() -> int:
+        return len(mp_server.requests_to("/materials/summary/"))
+
+    first = run_cli(args, env)
+    assert first.returncode == 0, first.stderr
+    asked = summary_requests()
+    assert asked > 0
+
+    _age_mp_cache(env, 10)
+    young_enough = run_cli([*args, "--mp-cache-max-age-days", "20"], env)
+    assert young_enough.returncode == 0, young_enough.stderr
+    assert summary_requests() == asked  # fresh: not asked
+    too_old = run_cli([*args, "--mp-cache-max-age-days", "5"], env)
+    assert too_old.returncode == 0, too_old.stderr
+    assert summary_requests() > asked  # expired: asked again
+    # the same run either way: the maximum age is not part of the run id
+    assert "nothing to do" in young_enough.stdout and "nothing to do" in too_old.stdout
+
+    asked = summary_requests()
+    _age_mp_cache(env, 10)
+    default = run_cli(args, env)  # the setting's default, 30 days: fresh
+    assert default.returncode == 0, default.stderr
+    assert summary_requests() == asked
+    from_setting = run_cli(args, {**env, "IONDRAG_MP_CACHE_MAX_AGE_DAYS": "5"})
+    assert from_setting.returncode == 0, from_setting.stderr
+    assert summary_requests() > asked
+
+
+def test_cache_maximum_age_help_states_the_setting(tmp_path) -> None:
+    from iondrag.screening.settings import IondragSettings
+    from iondrag.workflows.cli import build_parser
+
+    # no value given: None, and the setting decides when the screen runs
+    assert build_parser().parse_args(["screen"]).mp_cache_max_age_days is None
+    field = IondragSettings.model_fields["mp_cache_max_age_days"]
+    shown = run_cli(["screen", "--help"], clean_env(tmp_path))
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    start = text.index("--mp-cache-max-age-days DAYS ask")
+    end = text.index(")", text.index("IONDRAG_MP_CACHE_MAX_AGE_DAYS", start)) + 1
+    help_text = text[start:end]
+    assert "the setting mp_cache_max_age_days" in help_text
+    assert help_text.endswith(f"IONDRAG_MP_CACHE_MAX_AGE_DAYS, {field.default:g})")

@@ -6,12 +6,15 @@ requested field against the emmet schema), so scenarios are grouped to keep the 
 
 from __future__ import annotations
 
+import math
 import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.delenv("MP_API_KEY", raising=False)
     monkeypatch.delenv("MP_API_ENDPOINT", raising=False)
     monkeypatch.delenv("IONDRAG_MP_CACHE_PATH", raising=False)
+    monkeypatch.delenv("IONDRAG_MP_CACHE_MAX_AGE_DAYS", raising=False)
     monkeypatch.setenv("IONDRAG_HOME", str(tmp_path / "iondrag-home"))
 
 
@@ -254,6 +258,87 @@ def test_rerun_is_served_from_the_cache_without_mp_api(mp_server, mp_key, tmp_pa
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def _age_cache(cache: Path, days: float) -> str:
+    """Write the retrieval time of every cached answer ``days`` back; return it."""
+    then = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds")
+    with closing(sqlite3.connect(cache)) as connection, connection:
+        connection.execute("UPDATE mp_queries SET retrieved_utc = ?", (then,))
+    return then
+
+
+def _cached_retrieval(cache: Path) -> str:
+    with closing(sqlite3.connect(cache)) as connection:
+        return connection.execute("SELECT retrieved_utc FROM mp_queries").fetchone()[0]
+
+
+def test_cached_answers_older_than_the_maximum_age_are_fetched_again(
+    mp_server, mp_key, tmp_path, monkeypatch
+):
+    cache = tmp_path / "cache.sqlite"
+    first = fetch(mp_server, mp_key, cache)
+    assert mp_server.count(SUMMARY) == 1
+
+    # fresh (default maximum age: the setting, 30 days): served from the cache, with its age
+    _age_cache(cache, 29)
+    fresh = fetch(mp_server, mp_key, cache)
+    assert mp_server.count(SUMMARY) == 1
+    assert [c.candidate_id for c in fresh] == [c.candidate_id for c in first]
+    for candidate in fresh:
+        assert candidate.provenance["from_cache"] is True
+        assert candidate.provenance["cache_age_days"] == pytest.approx(29, abs=0.01)
+        assert "cache_expired" not in candidate.provenance
+
+    # older than 30 days: asked again, the answer says why, the cache entry is renewed
+    old = _age_cache(cache, 31)
+    again = fetch(mp_server, mp_key, cache)
+    assert mp_server.count(SUMMARY) == 2
+    assert [c.candidate_id for c in again] == [c.candidate_id for c in first]
+    for candidate in again:
+        prov = candidate.provenance
+        assert prov["from_cache"] is False
+        assert prov["cache_expired"] is True
+        assert prov["cache_expired_retrieved_utc"] == old
+        assert prov["cache_max_age_days"] == 30
+        assert prov["retrieved_utc"] > old
+    assert _cached_retrieval(cache) == again[0].provenance["retrieved_utc"]
+    assert len(cached_queries(cache)) == 1
+    renewed = fetch(mp_server, mp_key, cache)  # the renewed entry is fresh
+    assert mp_server.count(SUMMARY) == 2
+    assert all(c.provenance["from_cache"] is True for c in renewed)
+    assert all("cache_expired" not in c.provenance for c in renewed)  # not stored in the cache
+
+    # the maximum age: argument first, then IONDRAG_MP_CACHE_MAX_AGE_DAYS
+    _age_cache(cache, 5)
+    fetch(mp_server, mp_key, cache, cache_max_age_days=10)
+    assert mp_server.count(SUMMARY) == 2
+    monkeypatch.setenv("IONDRAG_MP_CACHE_MAX_AGE_DAYS", "inf")
+    _age_cache(cache, 10_000)
+    kept = fetch(mp_server, mp_key, cache)
+    assert mp_server.count(SUMMARY) == 2 and kept[0].provenance["from_cache"] is True
+    monkeypatch.setenv("IONDRAG_MP_CACHE_MAX_AGE_DAYS", "2")
+    _age_cache(cache, 5)
+    assert fetch(mp_server, mp_key, cache)[0].provenance["cache_max_age_days"] == 2
+    assert mp_server.count(SUMMARY) == 3
+    fetch(mp_server, mp_key, cache, cache_max_age_days=0)  # 0: always asks
+    assert mp_server.count(SUMMARY) == 4
+    with pytest.raises(ValueError, match="cache_max_age_days"):
+        fetch(mp_server, mp_key, cache, cache_max_age_days=-1)
+
+
+def test_expired_answer_and_server_down_names_the_way_to_keep_the_old_answer(
+    mp_server, mp_key, tmp_path
+):
+    cache = tmp_path / "cache.sqlite"
+    fetch(mp_server, mp_key, cache)
+    old = _age_cache(cache, 40)
+    mp_server.add_fault(503, times=None, route=SUMMARY)
+    with pytest.raises(MPServerError, match="IONDRAG_MP_CACHE_MAX_AGE_DAYS=inf") as info:
+        fetch(mp_server, mp_key, cache)
+    assert old in str(info.value)
+    assert _cached_retrieval(cache) == old  # the old answer is kept
+    assert fetch(mp_server, mp_key, cache, cache_max_age_days=math.inf)[0].provenance["from_cache"]
 
 
 def test_unusable_cache_file_is_a_clear_error(mp_server, mp_key, tmp_path):
