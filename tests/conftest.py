@@ -23,10 +23,10 @@ def iondrag_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _mp_test_documents() -> Any:
-    """The local MP server and its documents (tests/screening/sources), loaded by path."""
+    """The local MP server and its documents (tests/adapters/sources), loaded by path."""
     name = "iondrag_tests_mp_conftest"
     if name not in sys.modules:
-        path = Path(__file__).resolve().parent / "screening" / "sources" / "conftest.py"
+        path = Path(__file__).resolve().parent / "adapters" / "sources" / "conftest.py"
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -39,7 +39,7 @@ def _mp_test_documents() -> Any:
 def mp_server() -> Iterator[Any]:
     """A real HTTP server on 127.0.0.1 with MP's JSON shapes (its key: ``state.api_key``).
 
-    tests/screening/sources has its own fixture of this name, which wins there.
+    tests/adapters/sources has its own fixture of this name, which wins there.
     """
     pytest.importorskip("mp_api")
     documents = _mp_test_documents()

@@ -33,7 +33,7 @@ def test_a_one_candidate_screen_imports_no_matplotlib_and_starts_no_workers(
     tmp_path: Path,
 ) -> None:
     code = (
-        "from workflows import parallel\n"
+        "from iondrag.workflows import parallel\n"
         "started = []\n"
         "parallel.prestart = lambda n: started.append(n)\n"
         "from iondrag.workflows.cli import main\n"

@@ -93,7 +93,7 @@ def test_run_locally_does_not_print_jobflows_cd_warning(tmp_path: Path) -> None:
     script = (
         "from jobflow import run_locally\n"
         "from pymatgen.core import Lattice, Structure\n"
-        "from workflows import ScreenMaker\n"
+        "from iondrag.workflows import ScreenMaker\n"
         "s = Structure.from_spacegroup('Fm-3m', Lattice.cubic(4.03), ['Li', 'F'],"
         " [[0, 0, 0], [0.5, 0.5, 0.5]])\n"
         "maker = ScreenMaker.from_options(grid_spacing_A=0.3, arrhenius_temperatures_K=())\n"
