@@ -41,6 +41,7 @@ def _fingerprint_without_backends(parameters: ScreeningParameters) -> str:
     """The fingerprint as computed before the neutral-default fields existed."""
     values = parameters.model_dump(mode="json")
     del values["potential"], values["elastic"], values["framework_relaxation"]
+    del values["universal"]  # the universal potential's numerics, neutral at their defaults
     payload = json.dumps(
         {"parameters": values, "science_revision": SCIENCE_REVISION}, sort_keys=True
     )
