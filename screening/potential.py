@@ -19,7 +19,7 @@ Units: positions A, U eV, gradient eV/A, Hessian eV/A^2.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -38,6 +38,15 @@ BYTES_PER_GRID_POINT: int = 200
 
 #: Below this fraction of the grid, :func:`evaluate_grid` filters pairs by target first.
 SPARSE_FRACTION: float = 0.5
+
+#: Most (stencil point, scatterer) pairs :func:`evaluate_grid` computes at once. A batch of
+#: ``batch_pairs`` (which fixes the order of the sums, hence the numbers) is worked through
+#: in blocks of this many pairs, summed in the same order: the workspace (about
+#: :data:`screening.memory.BYTES_PER_PAIR` each) stays bounded and the result is unchanged.
+PAIR_BLOCK: int = 1 << 19
+
+#: Most points of the box of candidate stencil offsets scanned at once (:func:`_stencil`).
+STENCIL_BLOCK_POINTS: int = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -426,23 +435,44 @@ def _times_switch(
     return phi * s, dphi_s, d2phi_s
 
 
+def stencil_extent(grid: PeriodicGrid, cutoff_A: float) -> np.ndarray:
+    """Largest |index offset| (per lattice direction) a grid point within the cutoff can have.
+
+    The stencil of :func:`_stencil` spans offsets ``-extent .. extent + 1`` along each axis.
+    """
+    reciprocal = np.linalg.inv(grid.lattice_matrix_A).T  # rows b_i with a_i . b_j = delta_ij
+    shape = np.array(grid.shape)
+    return np.ceil(cutoff_A * np.linalg.norm(reciprocal, axis=1) * shape).astype(int) + 1
+
+
 def _stencil(grid: PeriodicGrid, cutoff_A: float) -> tuple[np.ndarray, np.ndarray]:
     """Integer offsets m of grid points that can lie within the cutoff of a scatterer.
 
     Returns the offsets (K, 3) and their Cartesian vectors from the centre of the
-    scatterer's voxel, (m - 1/2) . steps (K, 3), A.
+    scatterer's voxel, (m - 1/2) . steps (K, 3), A. The box of candidate offsets is
+    scanned in slabs of at most :data:`STENCIL_BLOCK_POINTS` points (the same offsets, in
+    the same order, as in one piece), so the workspace does not grow with the box.
     """
     steps = grid.step_matrix_A
-    reciprocal = np.linalg.inv(grid.lattice_matrix_A).T  # rows b_i with a_i . b_j = delta_ij
-    shape = np.array(grid.shape)
-    extent = np.ceil(cutoff_A * np.linalg.norm(reciprocal, axis=1) * shape).astype(int) + 1
+    extent = stencil_extent(grid, cutoff_A)
     axes = [np.arange(-e, e + 2) for e in extent]
-    offsets = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) - 0.5
     half_diagonal = float(np.max(np.linalg.norm(corners @ steps, axis=1)))
-    vectors = (offsets - 0.5) @ steps
-    keep = np.einsum("ij,ij->i", vectors, vectors) < (cutoff_A + half_diagonal) ** 2
-    return offsets[keep], vectors[keep]
+    plane = len(axes[1]) * len(axes[2])
+    slab = max(1, STENCIL_BLOCK_POINTS // plane)
+    kept_offsets, kept_vectors = [], []
+    for start in range(0, len(axes[0]), slab):
+        grids = np.meshgrid(axes[0][start : start + slab], axes[1], axes[2], indexing="ij")
+        offsets = np.stack(grids, axis=-1).reshape(-1, 3)
+        del grids
+        vectors = (offsets - 0.5) @ steps
+        keep = np.einsum("ij,ij->i", vectors, vectors) < (cutoff_A + half_diagonal) ** 2
+        kept_offsets.append(offsets[keep])
+        kept_vectors.append(vectors[keep])
+        del offsets, vectors, keep
+    if len(kept_offsets) == 1:
+        return kept_offsets[0], kept_vectors[0]
+    return np.concatenate(kept_offsets), np.concatenate(kept_vectors)
 
 
 def _padded_lookup(
@@ -454,18 +484,53 @@ def _padded_lookup(
     offsets ``low <= m <= high``; wrapping those back onto the periodic grid once, here,
     replaces three modulo operations per pair by one gather.
 
-    Returns the lookup over the padded grid (output slot or -1) and the padded strides.
+    Returns the lookup over the padded grid (output slot or -1; int32 when the slots fit,
+    4 bytes per padded point) and the padded strides. Built plane by plane: no other array
+    of the padded grid's size is held.
     """
     shape = np.array(grid.shape)
     padded_shape = shape + (high - low)
     wrapped = [(np.arange(p) + lo) % n for p, lo, n in zip(padded_shape, low, shape, strict=True)]
-    flat = (
-        wrapped[0][:, None, None] * (shape[1] * shape[2])
-        + wrapped[1][None, :, None] * shape[2]
-        + wrapped[2][None, None, :]
-    )
     strides = np.array([padded_shape[1] * padded_shape[2], padded_shape[2], 1], dtype=np.int64)
-    return lookup[flat.ravel()], strides
+    dtype = np.int32 if int(lookup.max(initial=-1)) < np.iinfo(np.int32).max else np.int64
+    out = np.empty(int(np.prod(padded_shape)), dtype=dtype)
+    plane = wrapped[1][:, None] * shape[2] + wrapped[2][None, :]
+    size = int(strides[0])
+    for i, row in enumerate(wrapped[0]):
+        out[i * size : (i + 1) * size] = lookup[(row * (shape[1] * shape[2]) + plane).ravel()]
+    return out, strides
+
+
+def _pair_terms(
+    field: PairField,
+    representative: int,
+    derivatives: int,
+    hessian_only: bool,
+    r: np.ndarray,
+    weight: np.ndarray,
+    disp: np.ndarray | None,
+) -> Iterator[np.ndarray]:
+    """Per-pair contributions of one block, in the order of :func:`evaluate_grid`'s outputs.
+
+    U (unless ``hessian_only``), the three gradient components (unless ``hessian_only``),
+    then the six Voigt components of the Hessian; ``disp`` is grid point minus scatterer, A.
+    """
+    phi, dphi, d2phi = radial_terms(r, field, representative, derivatives)
+    if not hessian_only:
+        yield weight * phi
+    if derivatives >= 1:
+        assert dphi is not None and disp is not None
+        radial = weight * dphi / r
+        for axis in range(3 if not hessian_only else 0):
+            yield radial * disp[:, axis]
+        if derivatives >= 2:
+            assert d2phi is not None
+            along = weight * (d2phi - dphi / r) / r**2
+            for i, j in _VOIGT_PAIRS:
+                w = along * disp[:, i] * disp[:, j]
+                if i == j:
+                    w = w + radial
+                yield w
 
 
 def evaluate_grid(
@@ -476,6 +541,7 @@ def evaluate_grid(
     batch_pairs: int = 4_000_000,
     *,
     hessian_only: bool = False,
+    pair_block: int | None = None,
 ) -> PotentialValues:
     """U (and derivatives) at grid points.
 
@@ -490,16 +556,20 @@ def evaluate_grid(
     derivatives
         0: U only; 1: U and gradient; 2: U, gradient and Hessian.
     batch_pairs
-        Upper bound on (stencil point, scatterer) pairs held at once; bounds memory.
+        (Stencil point, scatterer) pairs summed as one batch: fixes the order of the sums.
     hessian_only
         With ``derivatives=2``, accumulate only the Hessian (U and its gradient are returned
         as zeros): the drag needs nothing else where U is already known.
+    pair_block
+        Most pairs held at once (default :data:`PAIR_BLOCK`); bounds the workspace, does
+        not change the result.
 
     Returns
     -------
     PotentialValues
         Arrays in the order of ``points`` (or of the flat grid).
     """
+    pair_block = PAIR_BLOCK if pair_block is None else max(1, int(pair_block))
     n_total = grid.n_points
     lookup = np.full(n_total, -1, dtype=np.int64)
     if points is None:
@@ -518,8 +588,11 @@ def evaluate_grid(
     offsets, vectors = _stencil(grid, field.cutoff_A)
     low, high = offsets.min(axis=0), offsets.max(axis=0)
     padded_lookup, strides = _padded_lookup(grid, low, high, lookup)
+    del lookup
     stencil_flat = (offsets - low) @ strides
+    del offsets
     vectors_sq = np.einsum("ij,ij->i", vectors, vectors)
+    n_stencil = len(vectors)
     shape = np.array(grid.shape)
     cutoff_sq = field.cutoff_A**2
     scaled = field.frac_coords * shape
@@ -527,8 +600,16 @@ def evaluate_grid(
     base_flat = base @ strides
     shift = (scaled - np.floor(scaled) - 0.5) @ grid.step_matrix_A  # from voxel centre, A
     types = field.types
-    batch = max(1, batch_pairs // len(offsets))
+    batch = max(1, batch_pairs // n_stencil)
     sparse = points is not None and n_out < SPARSE_FRACTION * n_total
+    # the arrays the sums go to: U, the gradient's and the Hessian's components
+    outputs: list[np.ndarray] = []
+    if not hessian_only:
+        outputs.append(energy)
+        if gradient is not None:
+            outputs.extend(gradient[:, axis] for axis in range(3))
+    if hessian6 is not None:
+        outputs.extend(hessian6[:, c] for c in range(6))
 
     for type_id in np.unique(types):
         members = np.flatnonzero(types == type_id)
@@ -536,49 +617,60 @@ def evaluate_grid(
         for start in range(0, len(members), batch):
             chunk = members[start : start + batch]
             d = shift[chunk]  # (B, 3)
-            if sparse:
-                # few wanted points: find the (stencil point, scatterer) pairs that land on
-                # one first (an integer gather), then compute distances for those only
-                hit = padded_lookup[stencil_flat[:, None] + base_flat[chunk][None, :]]
-                k_idx, b_idx = np.nonzero(hit >= 0)
-                target = hit[k_idx, b_idx]
-                disp = vectors[k_idx] - d[b_idx]
-                r_sq_pairs = np.einsum("ij,ij->i", disp, disp)
-                near = r_sq_pairs < cutoff_sq
-                k_idx, b_idx, target = k_idx[near], b_idx[near], target[near]
-                r_sq_pairs = r_sq_pairs[near]
-            else:
-                # |v - d|^2 = |v|^2 - 2 v.d + |d|^2 for all stencil points and scatterers
-                r_sq = vectors_sq[:, None] - 2.0 * (vectors @ d.T) + np.einsum("ij,ij->i", d, d)
-                k_idx, b_idx = np.nonzero(r_sq < cutoff_sq)
-                target = padded_lookup[stencil_flat[k_idx] + base_flat[chunk][b_idx]]
-                if points is not None:
-                    inside = target >= 0
-                    k_idx, b_idx, target = k_idx[inside], b_idx[inside], target[inside]
-                r_sq_pairs = r_sq[k_idx, b_idx]
-            if len(target) == 0:
-                continue
-            r = np.sqrt(np.maximum(r_sq_pairs, 1e-12))
-            phi, dphi, d2phi = radial_terms(r, field, representative, derivatives)
-            weight = field.weights[chunk][b_idx]
-            if not hessian_only:
-                energy += np.bincount(target, weights=weight * phi, minlength=n_out)
-            if derivatives >= 1:
-                assert dphi is not None and gradient is not None
-                disp = vectors[k_idx] - d[b_idx]  # grid point minus scatterer, A
-                radial = weight * dphi / r
-                for axis in range(3 if not hessian_only else 0):
-                    gradient[:, axis] += np.bincount(
-                        target, weights=radial * disp[:, axis], minlength=n_out
-                    )
-                if derivatives >= 2:
-                    assert d2phi is not None and hessian6 is not None
-                    along = weight * (d2phi - dphi / r) / r**2
-                    for c, (i, j) in enumerate(_VOIGT_PAIRS):
-                        w = along * disp[:, i] * disp[:, j]
-                        if i == j:
-                            w = w + radial
-                        hessian6[:, c] += np.bincount(target, weights=w, minlength=n_out)
+            d_sq = np.einsum("ij,ij->i", d, d)
+            chunk_base = base_flat[chunk]
+            chunk_weight = field.weights[chunk]
+            # the batch's pairs in blocks of stencil rows (same pairs, same order); a batch
+            # split into blocks sums into its own arrays, element by element in that order
+            # (np.add.at), which is what np.bincount does for the whole batch in one go
+            rows = max(1, pair_block // len(chunk))
+            sums = np.zeros((len(outputs), n_out)) if rows < n_stencil else None
+            for k0 in range(0, n_stencil, rows):
+                k1 = min(k0 + rows, n_stencil)
+                if sparse:
+                    # few wanted points: find the (stencil point, scatterer) pairs that land
+                    # on one first (an integer gather), then compute distances for those only
+                    hit = padded_lookup[stencil_flat[k0:k1, None] + chunk_base[None, :]]
+                    k_idx, b_idx = np.nonzero(hit >= 0)
+                    target = hit[k_idx, b_idx]
+                    del hit
+                    k_idx += k0
+                    disp = vectors[k_idx] - d[b_idx]
+                    r_sq_pairs = np.einsum("ij,ij->i", disp, disp)
+                    near = r_sq_pairs < cutoff_sq
+                    k_idx, b_idx, target = k_idx[near], b_idx[near], target[near]
+                    r_sq_pairs = r_sq_pairs[near]
+                else:
+                    # |v - d|^2 = |v|^2 - 2 v.d + |d|^2 for all stencil points and scatterers
+                    r_sq = vectors_sq[k0:k1, None] - 2.0 * (vectors[k0:k1] @ d.T) + d_sq
+                    k_idx, b_idx = np.nonzero(r_sq < cutoff_sq)
+                    r_sq_pairs = r_sq[k_idx, b_idx]
+                    del r_sq
+                    k_idx += k0
+                    target = padded_lookup[stencil_flat[k_idx] + chunk_base[b_idx]]
+                    if points is not None:
+                        inside = target >= 0
+                        k_idx, b_idx, target = k_idx[inside], b_idx[inside], target[inside]
+                        r_sq_pairs = r_sq_pairs[inside]
+                if len(target) == 0:
+                    continue
+                terms = _pair_terms(
+                    field,
+                    representative,
+                    derivatives,
+                    hessian_only,
+                    np.sqrt(np.maximum(r_sq_pairs, 1e-12)),
+                    chunk_weight[b_idx],
+                    (vectors[k_idx] - d[b_idx]) if derivatives >= 1 else None,
+                )
+                for index, weights in enumerate(terms):
+                    if sums is None:
+                        outputs[index] += np.bincount(target, weights=weights, minlength=n_out)
+                    else:
+                        np.add.at(sums[index], target, weights)
+            if sums is not None:
+                for index, total in enumerate(sums):
+                    outputs[index] += total
     return PotentialValues(energy, gradient, _full_hessian(hessian6))
 
 
