@@ -44,11 +44,11 @@ from screening.carriers import (
     SublatticeOccupancy,
     carrier_fraction,
     carrier_mechanism,
+    far_from_all,
     framework_sublattice,
     frenkel_pair,
     grid_local_minima,
     intrinsic_defect_fraction,
-    periodic_distances_A,
 )
 from screening.conductivity import (
     POLYCRYSTAL_AVERAGES,
@@ -982,11 +982,7 @@ def _defect_model(analysis: Analysis, parameters: ScreeningParameters) -> Defect
     minima_frac = analysis.grid.frac_coords(minima)
     # the empty minima (farther than the merge radius from every mobile-ion position),
     # the lowest few refined off the grid so that E_F does not depend on the grid's offset
-    empty = np.all(
-        periodic_distances_A(minima_frac, framework.mobile_frac_coords, lattice)
-        >= SITE_MERGE_RADIUS_A,
-        axis=1,
-    )
+    empty = far_from_all(minima_frac, framework.mobile_frac_coords, lattice, SITE_MERGE_RADIUS_A)
     order = np.argsort(analysis.energy_grid_eV.ravel()[minima[empty]])
     minima_frac = minima_frac[empty][order[:FRENKEL_INTERSTITIALS]]
     minima_frac, minima_energy = _refine_minima(analysis.field, minima_frac, lattice)
