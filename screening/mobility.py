@@ -493,6 +493,7 @@ def homogenised_diffusion(
     steps_inverse = np.linalg.inv(step_matrix_A)
     metric = np.einsum("ia,rij,jb->rab", steps_inverse, diffusion_nodes, steps_inverse)
     couplings, offsets = selling_decomposition(metric)  # (R, 6), (R, 6, 3)
+    del metric
     local = np.full(int(np.prod(shape)), -1, dtype=np.int64)
     local[region_flat] = np.arange(n)
     index = np.stack(np.unravel_index(region_flat, tuple(shape)), axis=-1)
@@ -508,10 +509,18 @@ def homogenised_diffusion(
             tails.append(tail)
             values.append(0.5 * voxel_volume * couplings[keep, k] * fitted)
             vectors.append(offset[keep] @ step_matrix_A)  # tail - head, A
-    head = np.concatenate(heads)
-    tail = np.concatenate(tails)
+    del local, index, couplings, offsets, target, keep, fitted, offset, head, tail
+    # int32 node indices (what the sparse matrix would convert them to anyway): the
+    # largest arrays of the solve are per edge, and the lists go as soon as they are joined
+    index_type = np.int32 if n < np.iinfo(np.int32).max else np.int64
+    head = np.concatenate(heads).astype(index_type)
+    del heads
+    tail = np.concatenate(tails).astype(index_type)
+    del tails
     coupling = np.concatenate(values)
+    del values
     vector = np.concatenate(vectors)
+    del vectors
     if len(coupling) == 0:
         zero = np.zeros((3, 3))
         return HomogenisedDiffusion(zero, parallel, zero, log_z_region, log_z_cell, n, 0)
