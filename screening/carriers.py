@@ -54,9 +54,9 @@ def _images(lattice_matrix_A: np.ndarray, cutoff_A: float) -> np.ndarray:
 
 
 #: Most (point, position, image) triples :func:`periodic_distances_A` and
-#: :func:`like_ion_energy_eV` hold at once: about 100 bytes each, so ~100 MB of workspace
+#: :func:`like_ion_energy_eV` hold at once: about 100 bytes each, so ~50 MB of workspace
 #: whatever the number of sites (the results are the same as in one block).
-DISTANCE_BLOCK_TRIPLES: int = 1 << 20
+DISTANCE_BLOCK_TRIPLES: int = 1 << 19
 
 #: The 27 neighbouring cell translations, (27, 3).
 _NEIGHBOUR_SHIFTS: np.ndarray = np.stack(

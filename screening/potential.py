@@ -27,22 +27,17 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.special import erfc
 
-from screening.errors import GridTooLargeError
 from screening.forcefield import EXCLUSION_HALF_WIDTH_A, PairField
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-
-#: Bytes per grid point held at once by a screen (U, labels, masks, region derivatives,
-#: solver workspace): used to refuse or coarsen grids before allocating them.
-BYTES_PER_GRID_POINT: int = 200
 
 #: Below this fraction of the grid, :func:`evaluate_grid` filters pairs by target first.
 SPARSE_FRACTION: float = 0.5
 
 #: Most (stencil point, scatterer) pairs :func:`evaluate_grid` computes at once. A batch of
 #: ``batch_pairs`` (which fixes the order of the sums, hence the numbers) is worked through
-#: in blocks of this many pairs, summed in the same order: the workspace (about
-#: :data:`screening.memory.BYTES_PER_PAIR` each) stays bounded and the result is unchanged.
+#: in blocks of this many pairs, summed in the same order: the workspace (~100 bytes a pair,
+#: in :data:`screening.memory.WORKSPACE_MB`) stays bounded and the result is unchanged.
 PAIR_BLOCK: int = 1 << 19
 
 #: Most points of the box of candidate stencil offsets scanned at once (:func:`_stencil`).
@@ -101,11 +96,6 @@ def grid_shape_for_spacing(lattice_matrix_A: np.ndarray, spacing_A: float) -> tu
     return (int(shape[0]), int(shape[1]), int(shape[2]))
 
 
-def grid_memory_MB(shape: tuple[int, int, int]) -> float:
-    """Estimated peak memory of one candidate's grids, MB."""
-    return float(np.prod(shape)) * BYTES_PER_GRID_POINT / 1e6
-
-
 def make_grid(
     lattice_matrix_A: np.ndarray,
     spacing_A: float = 0.2,
@@ -113,8 +103,10 @@ def make_grid(
     memory_budget_MB: float = 2048.0,
     on_too_large: str = "coarsen",
     candidate_id: str | None = None,
+    cutoff_A: float = 6.0,
+    n_sites: int = 0,
 ) -> tuple[PeriodicGrid, list[str]]:
-    """Build the grid, checking its memory estimate against the budget first.
+    """Build the grid, checking its estimated peak memory against the budget first.
 
     Parameters
     ----------
@@ -123,42 +115,36 @@ def make_grid(
     spacing_A
         Requested spacing between grid points, A.
     memory_budget_MB
-        Largest estimated memory allowed, MB.
+        Largest estimated peak memory of the analysis allowed, MB
+        (:func:`screening.memory.candidate_memory`).
     on_too_large
         ``"coarsen"``: increase the spacing until the grid fits, with a warning (returned);
-        ``"refuse"``: raise :class:`GridTooLargeError`.
+        ``"refuse"``: raise :class:`~screening.errors.GridTooLargeError`.
     candidate_id
         Named in errors and warnings.
+    cutoff_A, n_sites
+        Pair-term cutoff (A) and sites of the cell, for the estimate.
 
     Returns
     -------
     grid, warnings
     """
+    from screening.memory import plan_grid
+
     if spacing_A <= 0:
         raise ValueError("grid spacing must be positive")
-    shape = grid_shape_for_spacing(lattice_matrix_A, spacing_A)
-    notes: list[str] = []
-    estimate = grid_memory_MB(shape)
-    if estimate > memory_budget_MB:
-        if on_too_large == "refuse":
-            raise GridTooLargeError(
-                f"grid {shape} at {spacing_A} A needs ~{estimate:.0f} MB, budget "
-                f"{memory_budget_MB:.0f} MB",
-                candidate_id,
-            )
-        coarse = spacing_A * (estimate / memory_budget_MB) ** (1 / 3) * 1.01
-        if coarse > 0.5:
-            raise GridTooLargeError(
-                f"cell too large: even a {coarse:.2f} A grid exceeds the "
-                f"{memory_budget_MB:.0f} MB budget",
-                candidate_id,
-            )
-        shape = grid_shape_for_spacing(lattice_matrix_A, coarse)
-        notes.append(
-            f"grid coarsened from {spacing_A} A to {coarse:.3f} A to fit the "
-            f"{memory_budget_MB:.0f} MB memory budget"
-        )
-    return PeriodicGrid(np.asarray(lattice_matrix_A, dtype=float), shape), notes
+    lattice = np.asarray(lattice_matrix_A, dtype=float)
+    shape, notes = plan_grid(
+        lattice,
+        spacing_A,
+        lambda h: grid_shape_for_spacing(lattice, h),
+        memory_budget_MB=memory_budget_MB,
+        cutoff_A=cutoff_A,
+        n_sites=n_sites,
+        on_too_large=on_too_large,
+        candidate_id=candidate_id,
+    )
+    return PeriodicGrid(lattice, shape), notes
 
 
 @dataclass(frozen=True)
@@ -448,7 +434,7 @@ def stencil_extent(grid: PeriodicGrid, cutoff_A: float) -> np.ndarray:
 def _stencil(grid: PeriodicGrid, cutoff_A: float) -> tuple[np.ndarray, np.ndarray]:
     """Integer offsets m of grid points that can lie within the cutoff of a scatterer.
 
-    Returns the offsets (K, 3) and their Cartesian vectors from the centre of the
+    Returns the offsets (K, 3, int32) and their Cartesian vectors from the centre of the
     scatterer's voxel, (m - 1/2) . steps (K, 3), A. The box of candidate offsets is
     scanned in slabs of at most :data:`STENCIL_BLOCK_POINTS` points (the same offsets, in
     the same order, as in one piece), so the workspace does not grow with the box.
@@ -460,19 +446,29 @@ def _stencil(grid: PeriodicGrid, cutoff_A: float) -> tuple[np.ndarray, np.ndarra
     half_diagonal = float(np.max(np.linalg.norm(corners @ steps, axis=1)))
     plane = len(axes[1]) * len(axes[2])
     slab = max(1, STENCIL_BLOCK_POINTS // plane)
-    kept_offsets, kept_vectors = [], []
-    for start in range(0, len(axes[0]), slab):
-        grids = np.meshgrid(axes[0][start : start + slab], axes[1], axes[2], indexing="ij")
-        offsets = np.stack(grids, axis=-1).reshape(-1, 3)
-        del grids
-        vectors = (offsets - 0.5) @ steps
-        keep = np.einsum("ij,ij->i", vectors, vectors) < (cutoff_A + half_diagonal) ** 2
-        kept_offsets.append(offsets[keep])
-        kept_vectors.append(vectors[keep])
-        del offsets, vectors, keep
-    if len(kept_offsets) == 1:
-        return kept_offsets[0], kept_vectors[0]
-    return np.concatenate(kept_offsets), np.concatenate(kept_vectors)
+    radius_sq = (cutoff_A + half_diagonal) ** 2
+
+    def slabs() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for start in range(0, len(axes[0]), slab):
+            grids = np.meshgrid(axes[0][start : start + slab], axes[1], axes[2], indexing="ij")
+            offsets = np.stack(grids, axis=-1).reshape(-1, 3)
+            del grids
+            vectors = (offsets - 0.5) @ steps
+            keep = np.einsum("ij,ij->i", vectors, vectors) < radius_sq
+            yield offsets, vectors, keep
+
+    # two passes (count, then fill): the kept offsets (int32) and vectors are the only
+    # arrays of the stencil's size
+    n_kept = sum(int(np.count_nonzero(keep)) for _, _, keep in slabs())
+    kept_offsets = np.empty((n_kept, 3), dtype=np.int32)
+    kept_vectors = np.empty((n_kept, 3))
+    filled = 0
+    for offsets, vectors, keep in slabs():
+        n = int(np.count_nonzero(keep))
+        kept_offsets[filled : filled + n] = offsets[keep]
+        kept_vectors[filled : filled + n] = vectors[keep]
+        filled += n
+    return kept_offsets, kept_vectors
 
 
 def _padded_lookup(
@@ -589,7 +585,7 @@ def evaluate_grid(
     low, high = offsets.min(axis=0), offsets.max(axis=0)
     padded_lookup, strides = _padded_lookup(grid, low, high, lookup)
     del lookup
-    stencil_flat = (offsets - low) @ strides
+    stencil_flat = (offsets - low) @ strides  # int64
     del offsets
     vectors_sq = np.einsum("ij,ij->i", vectors, vectors)
     n_stencil = len(vectors)

@@ -587,7 +587,14 @@ def primitive_structure(structure: Structure, tolerance_A: float) -> Structure:
         structure.frac_coords.tolist(),
         [kinds[key] for key in keys],
     )
-    found = spglib.standardize_cell(cell, to_primitive=True, no_idealize=True, symprec=tolerance_A)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # spglib's notice about its error handling
+        try:
+            found = spglib.standardize_cell(
+                cell, to_primitive=True, no_idealize=True, symprec=tolerance_A
+            )
+        except Exception:  # spglib's own errors (newer versions raise): no smaller cell
+            found = None
     if found is None or len(found[2]) >= len(structure):
         return structure
     lattice, positions, numbers = found
