@@ -26,6 +26,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import cg, splu
 
+from screening.errors import GridTooLargeError
+from screening.memory import direct_solver_allowance_MB, direct_solver_MB
 from screening.units import (
     AMU_KG,
     ANGSTROM_M,
@@ -425,6 +427,17 @@ def _solve_cell_problem(matrix, rhs: np.ndarray) -> np.ndarray:
     if not converged:
         if len(free) > DIRECT_SOLVER_MAX_NODES:
             raise ArithmeticError(f"homogenisation solver did not converge ({len(free)} nodes)")
+        # the LU's fill-in grows as n^1.6 (1 GB at 20,000 unknowns): only within what the
+        # memory budget leaves (screening.memory)
+        allowance = direct_solver_allowance_MB()
+        needed = direct_solver_MB(len(free))
+        if allowance is not None and needed > allowance:
+            raise GridTooLargeError(
+                f"the homogenisation's conjugate gradients did not converge and its sparse LU "
+                f"on {len(free)} unknowns needs ~{needed:.0f} MB, more than the memory budget "
+                f"leaves (~{max(allowance, 0.0):.0f} MB); raise the budget "
+                "(IONDRAG_MEMORY_BUDGET_MB or --param memory_budget_MB) or use a coarser --grid"
+            )
         solution = splu(scaled.tocsc(), permc_spec="COLAMD").solve(scaled_rhs)
     chi[free] = solution * scale[:, None]
     return chi
