@@ -8,11 +8,13 @@ thread), printing the peak resident set (VmHWM) of that process over the budget.
 is a ratio of at most 1.25 for every run; a candidate whose coarsest grid does not fit fails
 with ``grid_too_large`` (the ratio is then that of the structure work before the check).
 
-    python benchmarks/bench_memory.py                       # the quick set (~10 min, 1 job)
+    python benchmarks/bench_memory.py                       # the quick set (~7 min, 1 job)
     python benchmarks/bench_memory.py --jobs 2              # two runs at a time
     python benchmarks/bench_memory.py --full                # 2 to 21,952 atoms, 0.1 to 0.5 A,
                                                             # 300 MB to 2 GB (about an hour)
     python benchmarks/bench_memory.py --cells lif-2,lif-4x --grids 0.2 --budgets 2048
+    python benchmarks/bench_memory.py --cells lif-4x --grids 0.2 --budgets 800,2048 \
+        --param temperature_K=3000      # the transport region fills the grid: the worst case
 
 Cells (``--cells``): ``lif-2`` LiF's 2-atom cell; ``lif-N`` the N x N x N conventional
 supercell (8 N^3 atoms; reduced to the 2-atom cell by default, as a screen does);
@@ -115,6 +117,7 @@ def _one_run(path: str) -> None:
     started = time.perf_counter()
     result, _ = score_candidate(candidate, parameters)
     seconds = time.perf_counter() - started
+    peak_MB = _vm_hwm_MB()  # before the estimate below reduces the cell once more
     shape: Any = tuple(result.grid_shape or (0, 0, 0))
     estimate = None
     if shape[0]:
@@ -129,7 +132,7 @@ def _one_run(path: str) -> None:
     print(
         json.dumps(
             {
-                "peak_MB": _vm_hwm_MB(),
+                "peak_MB": peak_MB,
                 "status": result.status,
                 "points": int(np.prod(shape)),
                 "spacing_A": result.grid_spacing_A,
@@ -142,14 +145,23 @@ def _one_run(path: str) -> None:
     )
 
 
-def budget_run(cell: str, grid_A: float, budget_MB: float, workdir: Path) -> dict[str, Any]:
-    """Score one cell in a fresh process; return its row."""
+def budget_run(
+    cell: str,
+    grid_A: float,
+    budget_MB: float,
+    workdir: Path,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score one cell in a fresh process (``params``: more parameters); return its row."""
     from screening.parameters import ScreeningParameters
     from screening.sources.base import Candidate
 
     structure, extra = build_cell(cell)
     parameters = ScreeningParameters(
-        grid_spacing_A=grid_A, memory_budget_MB=budget_MB, arrhenius_temperatures_K=(), **extra
+        grid_spacing_A=grid_A,
+        memory_budget_MB=budget_MB,
+        arrhenius_temperatures_K=(),
+        **{**extra, **(params or {})},
     )
     candidate = Candidate(candidate_id=cell, source="structure", structure=structure)
     path = workdir / f"{cell}-{grid_A}-{budget_MB}.pickle"
@@ -194,7 +206,13 @@ def _print_row(row: dict[str, Any]) -> None:
     )
 
 
-def budget_runs(cells: list[str], grids: list[float], budgets: list[float], jobs: int) -> int:
+def budget_runs(
+    cells: list[str],
+    grids: list[float],
+    budgets: list[float],
+    jobs: int,
+    params: dict[str, Any] | None = None,
+) -> int:
     """Run every combination; print the table; return the number of runs over the target."""
     print(
         f"{'cell':>10} {'atoms':>6} {'grid':>5} {'budget':>6} {'used_A':>7} {'points':>9} "
@@ -204,7 +222,9 @@ def budget_runs(cells: list[str], grids: list[float], budgets: list[float], jobs
     rows = []
     with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(max_workers=jobs) as pool:
         work = Path(folder)
-        for row in pool.map(lambda combo: budget_run(combo[0], combo[1], combo[2], work), combos):
+        for row in pool.map(
+            lambda combo: budget_run(combo[0], combo[1], combo[2], work, params), combos
+        ):
             _print_row(row)
             rows.append(row)
     worst = max(rows, key=lambda r: r["ratio"])
@@ -329,17 +349,19 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the full range (about an hour)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--stages", nargs=2, metavar=("CELL", "GRID_A"), help="stage profile")
-    parser.add_argument("--param", action="append", default=[], help="KEY=VALUE (--stages)")
+    parser.add_argument(
+        "--param", action="append", default=[], help="KEY=VALUE, a parameter of every run"
+    )
     parser.add_argument("--one-run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_run:
         _one_run(args.one_run)
         return
+    params: dict[str, Any] = {}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        params[key] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
     if args.stages:
-        params = {}
-        for item in args.param:
-            key, _, value = item.partition("=")
-            params[key] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
         stage_profile(args.stages[0], float(args.stages[1]), params)
         return
     cells = args.cells or (FULL_CELLS if args.full else QUICK_CELLS)
@@ -350,6 +372,7 @@ def main() -> None:
         [float(x) for x in grids.split(",")],
         [float(x) for x in budgets.split(",")],
         args.jobs,
+        params,
     )
     sys.exit(1 if over else 0)
 

@@ -26,19 +26,26 @@ The estimate, from the stages measured one by one (``benchmarks/bench_memory.py
   of a 551,368-point grid (LiF 4x4x4 as given, 3000 K): the homogenisation (finite-volume
   matrix of ~11 edges per node, its CSR copy and the conjugate-gradient solve) peaks at
   2.1 kB per point over what the earlier stages keep (U, the region, the drag tensors:
-  ~0.3 kB); the path search 0.9 kB, the Hessian on the region 0.35 kB, the potential and
-  percolation 0.1 kB. Region fractions at 300 K are 0.02-0.64 (median 0.25) on the embedded
-  set and 0.05-0.4 on OBELiX, so typical peaks are 1.5-4x below the estimate; the estimate
-  is an upper bound, not a prediction.
-* Per stencil point (the offsets kept by :func:`screening.potential.evaluate_grid`: flat
-  index and vector, 32 bytes, and their gathers): what a fine grid costs in a small cell
-  (LiF's 2-atom cell at 0.05 A has 120,000 grid points and 8 million stencil points).
+  ~0.3 kB); the path search 1.0 kB, the Hessian on the region 0.35 kB, the potential and
+  percolation 0.1-0.15 kB. Region fractions at 300 K are 0.04-0.64 (median 0.25) on the
+  embedded set and 0.01-0.40 (median 0.13) on the 243 scored OBELiX structures, so typical
+  peaks are 1.5-4x below the estimate: it is an upper bound, not a prediction.
+* Per stencil point (what :func:`screening.potential.evaluate_grid` keeps of the offsets
+  within the cutoff: vectors, flat indices, squared lengths, 40 bytes, ~56 while they are
+  built): what a fine grid costs in a small cell (LiF's 2-atom cell at 0.05 A has 195,112
+  grid points and 11 million stencil points).
 * The blocks of :data:`screening.potential.PAIR_BLOCK` pairs,
   :data:`screening.potential.STENCIL_BLOCK_POINTS` stencil candidates and
   :data:`screening.carriers.DISTANCE_BLOCK_TRIPLES` distance triples: ~60 MB, whatever the
   cell.
 * Per site of the analysed cell: the framework's arrays, the pair field's image tree and
   the pymatgen structure (~10 kB).
+
+Not in the estimate: the structure as given, held before the estimate is made (pymatgen
+sites, ~5 kB each: 110 MB for a 21,952-site supercell whose primitive cell is analysed);
+and the homogenisation's sparse LU, the fallback when conjugate gradients do not converge,
+which runs only within what the plan leaves of the budget (:func:`direct_solver_MB`, the
+fill-in of a 3D stencil: ~1 GB at 20,000 unknowns), or fails the candidate naming both.
 
 Every size is in bytes or MB (10^6 bytes) as its name says.
 """

@@ -11,7 +11,10 @@ Grid sums are vectorised over (grid point, scatterer) pairs: for every scatterer
 points within the cutoff form a fixed stencil of index offsets (the grid is affine), so the
 squared distances of a batch of scatterers to all stencil points come from one matrix
 product, and contributions are accumulated with ``np.bincount``. No Python loop runs over
-grid points.
+grid points. A batch is worked through in blocks of at most :data:`PAIR_BLOCK` pairs, summed
+element by element in the batch's order (``np.add.at``), so the workspace is bounded
+whatever the stencil and the numbers do not depend on the block size
+(:mod:`screening.memory` budgets what stays: the stencil, the padded lookup, the outputs).
 
 Units: positions A, U eV, gradient eV/A, Hessian eV/A^2.
 """
