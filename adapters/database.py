@@ -32,6 +32,7 @@ Everything here is pure (sqlite3 and pandas): the workflow layer calls these fun
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -59,18 +60,21 @@ __all__ = [
     "FINISHED_STATUSES",
     "RESULT_COLUMNS",
     "SCHEMA_VERSION",
+    "DatabaseFullError",
     "RankingDatabaseError",
     "ReusableResult",
     "canonical_json",
     "column_descriptions",
     "connect",
     "copy_results",
+    "disk_full_message",
     "failure_counts",
     "find_reusable",
     "finish_run",
     "finished_candidates",
     "get_run",
     "insert_results",
+    "is_disk_full",
     "latest_run_id",
     "load_document",
     "make_run_id",
@@ -269,6 +273,72 @@ class RankingDatabaseError(IondragError):
     cause = "database"
 
 
+class DatabaseFullError(RankingDatabaseError):
+    """The ranking database cannot grow: its disk (or the user's quota) is full."""
+
+    cause = "disk_full"
+
+
+#: errno values of a write refused for want of space: no space left, quota exceeded.
+_NO_SPACE_ERRNOS: frozenset[int] = frozenset(
+    code for code in (getattr(errno, "ENOSPC", None), getattr(errno, "EDQUOT", None)) if code
+)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Tell whether ``error`` is a write refused because the disk or quota is full.
+
+    SQLite's ``SQLITE_FULL`` ("database or disk is full", also when ``max_page_count`` is
+    reached) and ``OSError`` ENOSPC / EDQUOT, anywhere in the chain of causes.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlite3.Error) and (
+            getattr(current, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or "database or disk is full" in str(current)
+        ):
+            return True
+        if isinstance(current, OSError) and current.errno in _NO_SPACE_ERRNOS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def disk_full_message(path: str | Path, what: str, remedy: str) -> str:
+    """One line for a full disk: the file, the cause, what to do.
+
+    Parameters
+    ----------
+    path
+        The file that could not grow.
+    what
+        What the file is ("the ranking database", "the job store").
+    remedy
+        How to point it elsewhere (an option or a variable).
+    """
+    return (
+        f"{what} {path} cannot grow: database or disk is full (no space left on its disk, "
+        f"or its quota or size limit reached); free space there or {remedy}"
+    )
+
+
+#: How to put the ranking database elsewhere (in :func:`disk_full_message`).
+DATABASE_ELSEWHERE = "pass --db FILE on a disk with space (or set IONDRAG_DB_PATH)"
+
+
+def _database_file(conn: sqlite3.Connection) -> str:
+    """Return the file of a connection's main database (or '?' when it cannot be read)."""
+    try:
+        for row in conn.execute("PRAGMA database_list").fetchall():
+            if row[1] == "main":
+                return str(row[2]) or "?"
+    except sqlite3.Error:
+        pass
+    return "?"
+
+
 @dataclass(frozen=True)
 class ReusableResult:
     """A finished row of another run with the same candidate and parameters fingerprints."""
@@ -406,7 +476,14 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
         uri = f"file:{quote(str(path.resolve()))}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            if is_disk_full(error):
+                raise DatabaseFullError(
+                    disk_full_message(path, "the ranking database", DATABASE_ELSEWHERE)
+                ) from error
+            raise
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     conn.row_factory = sqlite3.Row
     try:
@@ -418,6 +495,10 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
             _ensure_schema(conn, path)
     except sqlite3.OperationalError as error:
         conn.close()
+        if is_disk_full(error):
+            raise DatabaseFullError(
+                disk_full_message(path, "the ranking database", DATABASE_ELSEWHERE)
+            ) from error
         text = str(error)
         if "readonly" in text or "read-only" in text or "unable to open" in text:
             raise RankingDatabaseError(
@@ -483,14 +564,33 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
 
 @contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error): a writer waits its turn."""
-    conn.execute("BEGIN IMMEDIATE")
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error): a writer waits its turn.
+
+    Raises
+    ------
+    DatabaseFullError
+        A write or the commit found the disk (or quota) full: one line naming the file.
+    """
     try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except (sqlite3.Error, OSError) as error:
+        if is_disk_full(error) and not isinstance(error, DatabaseFullError):
+            raise DatabaseFullError(
+                disk_full_message(_database_file(conn), "the ranking database", DATABASE_ELSEWHERE)
+            ) from error
         raise
-    conn.execute("COMMIT")
 
 
 _WRITE_ACTIONS = {

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,21 @@ from maggma.core import Sort, Store
 if TYPE_CHECKING:
     from jobflow import JobStore
 
-__all__ = ["SQLiteStore", "default_job_store", "file_job_store", "jobflow_is_configured"]
+__all__ = [
+    "JobStoreFullError",
+    "SQLiteStore",
+    "default_job_store",
+    "file_job_store",
+    "jobflow_is_configured",
+]
+
+
+class JobStoreFullError(OSError):
+    """A job store file cannot grow: its disk (or the user's quota) is full.
+
+    An ``OSError``: the command line prints its one line (the file, the cause, what to do).
+    """
+
 
 #: Fields with an index by default: what jobflow looks documents up by.
 DEFAULT_INDEXED_FIELDS: tuple[str, ...] = ("uuid", "index", "blob_uuid", "job_uuid", "name")
@@ -115,18 +129,23 @@ class SQLiteStore(Store):
             if self._conn is not None:
                 self._conn.close()
             path = Path(self.database_path).expanduser()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
-            )
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
-            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(
-                f'CREATE TABLE IF NOT EXISTS "{self.table_name}" '
-                "(id INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL)"
-            )
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
+                )
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(
+                    f'CREATE TABLE IF NOT EXISTS "{self.table_name}" '
+                    "(id INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL)"
+                )
+            except (sqlite3.Error, OSError) as error:
+                if _is_disk_full(error):
+                    raise self._full(error) from error
+                raise
             self._conn = conn
             for field in dict.fromkeys([*self.indexed_fields, *self._key_fields(None)]):
                 self.ensure_index(field)
@@ -205,7 +224,7 @@ class SQLiteStore(Store):
         docs = docs if isinstance(docs, list) else [docs]
         key_fields = self._key_fields(key)
         conn = self._connection()
-        with self._lock, _transaction(conn):
+        with self._lock, _transaction(conn, self._full):
             for doc in docs:
                 doc = jsanitize(doc, allow_bson=True)
                 if self.validator is not None and not self.validator.is_valid(doc):
@@ -234,7 +253,7 @@ class SQLiteStore(Store):
     def remove_docs(self, criteria: dict) -> None:
         """Delete the documents matching ``criteria``."""
         conn = self._connection()
-        with self._lock, _transaction(conn):
+        with self._lock, _transaction(conn, self._full):
             ids = [row_id for row_id, _ in self._matching(criteria, conn=conn)]
             for start in range(0, len(ids), 500):
                 part = ids[start : start + 500]
@@ -276,6 +295,19 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _full(self, error: BaseException) -> JobStoreFullError:
+        """Return the one-line error of a write refused for want of space (``error``'s)."""
+        from iondrag.adapters.database import disk_full_message
+
+        return JobStoreFullError(
+            disk_full_message(
+                Path(self.database_path).expanduser(),
+                "the job store",
+                "point the job store elsewhere: IONDRAG_HOME=DIR on a disk with space (it "
+                "holds only intermediate outputs), or a jobflow JOB_STORE",
+            )
+        )
 
     def _key_fields(self, key: list | str | None) -> list[str]:
         key = key if key is not None else self.key
@@ -402,19 +434,48 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 
 
 class _TransactionContext:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error); a full disk -> ``full(error)``."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, full: Callable[[BaseException], Exception]
+    ) -> None:
         self.conn = conn
+        self.full = full
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            if _is_disk_full(error):
+                raise self.full(error) from error
+            raise
         return self.conn
 
     def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
-        self.conn.execute("ROLLBACK" if kind is not None else "COMMIT")
+        if kind is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.Error as error:
+                value = error
+        if self.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+            self.conn.execute("ROLLBACK")
+        if value is not None and _is_disk_full(value):
+            raise self.full(value) from value
+        if kind is None:
+            raise value
 
 
-def _transaction(conn: sqlite3.Connection) -> _TransactionContext:
-    return _TransactionContext(conn)
+def _transaction(
+    conn: sqlite3.Connection, full: Callable[[BaseException], Exception]
+) -> _TransactionContext:
+    return _TransactionContext(conn, full)
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    from iondrag.adapters.database import is_disk_full
+
+    return is_disk_full(error)
 
 
 # --------------------------------------------------------------------------------------------

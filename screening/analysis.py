@@ -54,8 +54,9 @@ from iondrag.screening.elastic import (
     point_force_stiffness_eV_per_A2,
 )
 from iondrag.screening.elastic_estimate import estimate_moduli_GPa
-from iondrag.screening.errors import GridTooLargeError, NoPercolationError
+from iondrag.screening.errors import NoPercolationError
 from iondrag.screening.forcefield import PairField, build_pair_field
+from iondrag.screening.memory import plan_grid
 from iondrag.screening.parameters import ScreeningParameters
 from iondrag.screening.paths import (
     PercolatingPath,
@@ -73,7 +74,6 @@ from iondrag.screening.potential import (
     PeriodicGrid,
     evaluate_grid,
     evaluate_points,
-    grid_memory_MB,
     grid_shape_for_spacing,
 )
 from iondrag.screening.settings import get_settings
@@ -342,9 +342,6 @@ def _grids(
 ) -> tuple[PeriodicGrid, PeriodicGrid | None, list[str]]:
     """Return the fine grid (even shape when coarse-to-fine) and its half-resolution sub-grid."""
     lattice = framework.lattice_matrix_A
-    budget = parameters.memory_budget_MB or get_settings().memory_budget_MB
-    spacing = parameters.grid_spacing_A
-    notes: list[str] = []
 
     def shape_for(h: float) -> tuple[int, int, int]:
         if parameters.coarse_to_fine:
@@ -352,25 +349,17 @@ def _grids(
             return (2 * coarse[0], 2 * coarse[1], 2 * coarse[2])
         return grid_shape_for_spacing(lattice, h)
 
-    shape = shape_for(spacing)
-    estimate = grid_memory_MB(shape)
-    if estimate > budget:
-        if parameters.on_grid_too_large == "refuse":
-            raise GridTooLargeError(
-                f"grid {shape} at {spacing} A needs ~{estimate:.0f} MB, budget {budget:.0f} MB",
-                candidate_id,
-            )
-        coarser = spacing * (estimate / budget) ** (1.0 / 3.0) * 1.02
-        if coarser > 0.5:
-            raise GridTooLargeError(
-                f"cell too large: even a {coarser:.2f} A grid exceeds the {budget:.0f} MB budget",
-                candidate_id,
-            )
-        notes.append(
-            f"grid coarsened from {spacing} A to {coarser:.3f} A to fit the {budget:.0f} MB "
-            "memory budget"
-        )
-        shape = shape_for(coarser)
+    # the grid whose estimated peak memory fits the budget (iondrag.screening.memory)
+    shape, notes = plan_grid(
+        lattice,
+        parameters.grid_spacing_A,
+        shape_for,
+        memory_budget_MB=parameters.memory_budget_MB or get_settings().memory_budget_MB,
+        cutoff_A=parameters.cutoff_A,
+        n_sites=len(framework.frac_coords) + len(framework.mobile_frac_coords),
+        on_too_large=parameters.on_grid_too_large,
+        candidate_id=candidate_id,
+    )
     fine = PeriodicGrid(lattice, shape)
     coarse = None
     if parameters.coarse_to_fine:

@@ -53,19 +53,79 @@ def _images(lattice_matrix_A: np.ndarray, cutoff_A: float) -> np.ndarray:
     return np.stack(grids, axis=-1).reshape(-1, 3)
 
 
-def periodic_distances_A(
-    a_frac: np.ndarray, b_frac: np.ndarray, lattice_matrix_A: np.ndarray
+#: Most (point, position, image) triples :func:`periodic_distances_A` and
+#: :func:`like_ion_energy_eV` hold at once: about 100 bytes each, so ~50 MB of workspace
+#: whatever the number of sites (the results are the same as in one block).
+DISTANCE_BLOCK_TRIPLES: int = 1 << 19
+
+#: The 27 neighbouring cell translations, (27, 3).
+_NEIGHBOUR_SHIFTS: np.ndarray = np.stack(
+    np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), axis=-1
+).reshape(-1, 3)
+
+
+def _blocks(n_rows: int, n_columns: int, per_pair: int) -> list[tuple[slice, slice]]:
+    """Row and column slices whose blocks hold at most :data:`DISTANCE_BLOCK_TRIPLES`.
+
+    ``per_pair`` triples per (row, column) pair; a block has at least one row and column.
+    """
+    per_row = max(1, n_columns * per_pair)
+    rows = max(1, DISTANCE_BLOCK_TRIPLES // per_row)
+    columns = (
+        n_columns
+        if per_row <= DISTANCE_BLOCK_TRIPLES
+        else max(1, DISTANCE_BLOCK_TRIPLES // per_pair)
+    )
+    return [
+        (slice(r, r + rows), slice(c, c + columns))
+        for r in range(0, n_rows, rows)
+        for c in range(0, max(n_columns, 1), columns)
+    ]
+
+
+def _periodic_distances_block(
+    a: np.ndarray, b: np.ndarray, lattice_matrix_A: np.ndarray
 ) -> np.ndarray:
-    """Shortest periodic distances between two sets of fractional positions, A, shape (A, B)."""
-    a = np.atleast_2d(np.asarray(a_frac, float))
-    b = np.atleast_2d(np.asarray(b_frac, float))
+    """Shortest periodic distances of one block of pairs, A, shape (len(a), len(b))."""
     delta = a[:, None, :] - b[None, :, :]
     delta -= np.round(delta)
     # the nearest image in fractional coordinates is not always the nearest in Cartesian
     # ones for oblique cells: check the 27 neighbouring translations
-    shifts = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
-    cart = (delta[:, :, None, :] + shifts[None, None, :, :]) @ lattice_matrix_A
+    cart = (delta[:, :, None, :] + _NEIGHBOUR_SHIFTS[None, None, :, :]) @ lattice_matrix_A
     return np.asarray(np.min(np.linalg.norm(cart, axis=-1), axis=-1))
+
+
+def periodic_distances_A(
+    a_frac: np.ndarray, b_frac: np.ndarray, lattice_matrix_A: np.ndarray
+) -> np.ndarray:
+    """Shortest periodic distances between two sets of fractional positions, A, shape (A, B).
+
+    Computed in blocks of at most :data:`DISTANCE_BLOCK_TRIPLES` (pair, image) triples: the
+    workspace is bounded; the result (8 bytes per pair) is the caller's.
+    """
+    a = np.atleast_2d(np.asarray(a_frac, float))
+    b = np.atleast_2d(np.asarray(b_frac, float))
+    out = np.empty((len(a), len(b)))
+    for rows, columns in _blocks(len(a), len(b), len(_NEIGHBOUR_SHIFTS)):
+        out[rows, columns] = _periodic_distances_block(a[rows], b[columns], lattice_matrix_A)
+    return out
+
+
+def far_from_all(
+    a_frac: np.ndarray, b_frac: np.ndarray, lattice_matrix_A: np.ndarray, radius_A: float
+) -> np.ndarray:
+    """Which positions of ``a_frac`` are at least ``radius_A`` (A) from every one of ``b_frac``.
+
+    ``np.all(periodic_distances_A(a, b) >= radius_A, axis=1)`` without the (A, B) matrix:
+    memory bounded whatever the number of positions.
+    """
+    a = np.atleast_2d(np.asarray(a_frac, float))
+    b = np.atleast_2d(np.asarray(b_frac, float))
+    far = np.ones(len(a), dtype=bool)
+    for rows, columns in _blocks(len(a), len(b), len(_NEIGHBOUR_SHIFTS)):
+        block = _periodic_distances_block(a[rows], b[columns], lattice_matrix_A)
+        far[rows] &= np.all(block >= radius_A, axis=1)
+    return far
 
 
 def site_clusters(
@@ -83,8 +143,22 @@ def site_clusters(
     n = len(frac_coords)
     if n == 0:
         return np.zeros(0, dtype=int)
-    close = periodic_distances_A(frac_coords, frac_coords, lattice_matrix_A) < merge_radius_A
-    rows, cols = np.nonzero(close)
+    frac = np.atleast_2d(np.asarray(frac_coords, float))
+    # the pairs closer than the radius, block by block (row-major, as np.nonzero of the
+    # whole matrix): no (n, n) matrix is held
+    pairs = []
+    for block_rows, block_columns in _blocks(n, n, len(_NEIGHBOUR_SHIFTS)):
+        close = (
+            _periodic_distances_block(frac[block_rows], frac[block_columns], lattice_matrix_A)
+            < merge_radius_A
+        )
+        r, c = np.nonzero(close)
+        pairs.append((r + block_rows.start, c + block_columns.start))
+    rows = np.concatenate([r for r, _ in pairs])
+    cols = np.concatenate([c for _, c in pairs])
+    if len(pairs) > 1:  # column blocks: restore the row-major order of one matrix
+        order = np.lexsort((cols, rows))
+        rows, cols = rows[order], cols[order]
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return np.asarray(labels, dtype=int)
@@ -263,15 +337,21 @@ def like_ion_energy_eV(
     """
     points = np.atleast_2d(np.asarray(points_frac, float))
     ions = np.atleast_2d(np.asarray(ion_frac, float))
+    weights = np.asarray(ion_weights, float)
     images = _images(lattice_matrix_A, cutoff_A)
-    delta = points[:, None, :] - ions[None, :, :]
-    delta -= np.round(delta)
-    cart = (delta[:, :, None, :] + images[None, None, :, :]) @ lattice_matrix_A
-    r = np.linalg.norm(cart, axis=-1)  # (P, n, images)
-    keep = (r >= exclude_within_A) & (r < cutoff_A)
-    safe = np.where(keep, r, 1.0)
-    energy = np.where(keep, screened_coulomb_eV(safe, prefactor_eV_A, screening_A), 0.0)
-    return np.asarray(np.einsum("pni,n->p", energy, np.asarray(ion_weights, float)))
+    out = np.empty(len(points))
+    # a block of points at a time (each point's sum over all ions and images in one
+    # piece, as without blocks): the workspace is bounded per point, not per point x ion
+    for rows, _ in _blocks(len(points), len(ions), len(images)):
+        delta = points[rows, None, :] - ions[None, :, :]
+        delta -= np.round(delta)
+        cart = (delta[:, :, None, :] + images[None, None, :, :]) @ lattice_matrix_A
+        r = np.linalg.norm(cart, axis=-1)  # (P, n, images)
+        keep = (r >= exclude_within_A) & (r < cutoff_A)
+        safe = np.where(keep, r, 1.0)
+        energy = np.where(keep, screened_coulomb_eV(safe, prefactor_eV_A, screening_A), 0.0)
+        out[rows] = np.einsum("pni,n->p", energy, weights)
+    return out
 
 
 def grid_local_minima(energy_grid_eV: np.ndarray) -> np.ndarray:

@@ -26,6 +26,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import cg, splu
 
+from iondrag.screening.errors import GridTooLargeError
+from iondrag.screening.memory import direct_solver_allowance_MB, direct_solver_MB
 from iondrag.screening.units import (
     AMU_KG,
     ANGSTROM_M,
@@ -425,6 +427,17 @@ def _solve_cell_problem(matrix, rhs: np.ndarray) -> np.ndarray:
     if not converged:
         if len(free) > DIRECT_SOLVER_MAX_NODES:
             raise ArithmeticError(f"homogenisation solver did not converge ({len(free)} nodes)")
+        # the LU's fill-in grows as n^1.6 (1 GB at 20,000 unknowns): only within what the
+        # memory budget leaves (iondrag.screening.memory)
+        allowance = direct_solver_allowance_MB()
+        needed = direct_solver_MB(len(free))
+        if allowance is not None and needed > allowance:
+            raise GridTooLargeError(
+                f"the homogenisation's conjugate gradients did not converge and its sparse LU "
+                f"on {len(free)} unknowns needs ~{needed:.0f} MB, more than the memory budget "
+                f"leaves (~{max(allowance, 0.0):.0f} MB); raise the budget "
+                "(IONDRAG_MEMORY_BUDGET_MB or --param memory_budget_MB) or use a coarser --grid"
+            )
         solution = splu(scaled.tocsc(), permc_spec="COLAMD").solve(scaled_rhs)
     chi[free] = solution * scale[:, None]
     return chi
@@ -493,6 +506,7 @@ def homogenised_diffusion(
     steps_inverse = np.linalg.inv(step_matrix_A)
     metric = np.einsum("ia,rij,jb->rab", steps_inverse, diffusion_nodes, steps_inverse)
     couplings, offsets = selling_decomposition(metric)  # (R, 6), (R, 6, 3)
+    del metric
     local = np.full(int(np.prod(shape)), -1, dtype=np.int64)
     local[region_flat] = np.arange(n)
     index = np.stack(np.unravel_index(region_flat, tuple(shape)), axis=-1)
@@ -508,10 +522,18 @@ def homogenised_diffusion(
             tails.append(tail)
             values.append(0.5 * voxel_volume * couplings[keep, k] * fitted)
             vectors.append(offset[keep] @ step_matrix_A)  # tail - head, A
-    head = np.concatenate(heads)
-    tail = np.concatenate(tails)
+    del local, index, couplings, offsets, target, keep, fitted, offset, head, tail
+    # int32 node indices (what the sparse matrix would convert them to anyway): the
+    # largest arrays of the solve are per edge, and the lists go as soon as they are joined
+    index_type = np.int32 if n < np.iinfo(np.int32).max else np.int64
+    head = np.concatenate(heads).astype(index_type)
+    del heads
+    tail = np.concatenate(tails).astype(index_type)
+    del tails
     coupling = np.concatenate(values)
+    del values
     vector = np.concatenate(vectors)
+    del vectors
     if len(coupling) == 0:
         zero = np.zeros((3, 3))
         return HomogenisedDiffusion(zero, parallel, zero, log_z_region, log_z_cell, n, 0)

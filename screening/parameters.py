@@ -279,7 +279,8 @@ class ScreeningParameters(BaseModel):
         None,
         gt=0,
         le=1e7,
-        description="Per-candidate memory budget; None: IONDRAG_MEMORY_BUDGET_MB.",
+        description="Peak memory of the process scoring a candidate, MB "
+        "(iondrag.screening.memory); None: IONDRAG_MEMORY_BUDGET_MB.",
     )
     on_grid_too_large: Literal["coarsen", "refuse"] = Field(
         "coarsen", description="Coarsen the grid (with a warning) or refuse the candidate."

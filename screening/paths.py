@@ -46,6 +46,9 @@ PATH_WEIGHT_QUANTUM: float = 2.0**-40
 #: Energies closer than this are one tie when the loop's lowest point is chosen, eV.
 SOURCE_ENERGY_QUANTUM_EV: float = 1e-9
 
+#: Edges whose lattice winding is checked at once (bounds that step's workspace).
+EDGE_BLOCK: int = 1 << 20
+
 
 def _quantised(values: np.ndarray, quantum: float) -> np.ndarray:
     """Round ``values`` to multiples of ``quantum`` (ties of round-off become exact ties)."""
@@ -130,11 +133,19 @@ def _graph(
         shift_all.append(shift[ok])
         weight = length * 0.5 * (weight_energy[src] + weight_energy[dst])
         weight_all.append(_quantised(weight, PATH_WEIGHT_QUANTUM))
-    src = np.concatenate(src_all)
-    dst = np.concatenate(dst_all)
-    shifts = np.concatenate(shift_all)
-    weights = np.concatenate(weight_all)
+    del local, idx, moved, shift, target, ok
+    # int32 node indices (what the sparse matrix converts them to anyway) and int8 shifts
+    # (-1, 0, 1): the edge arrays are the largest of the path search
     n = len(nodes)
+    index_type = np.int32 if n < np.iinfo(np.int32).max else np.int64
+    src = np.concatenate(src_all).astype(index_type)
+    del src_all
+    dst = np.concatenate(dst_all).astype(index_type)
+    del dst_all
+    shifts = np.concatenate(shift_all).astype(np.int8)
+    del shift_all
+    weights = np.concatenate(weight_all)
+    del weight_all
     matrix = coo_matrix(
         (
             np.concatenate([weights, weights]),
@@ -218,7 +229,9 @@ def grid_percolating_path(
     # weights relative to the level: exp((U - level)/kT) <= 1; a small length term keeps
     # the path straight inside wells where the exponential underflows
     weight_energy = np.exp(np.minimum((flat_energy[nodes] - level_eV) / kt, 0.0)) + 1e-9
-    matrix, src, dst, shifts, weights = _graph(flat_energy, grid, nodes, weight_energy)
+    graph, src, dst, shifts, weights = _graph(flat_energy, grid, nodes, weight_energy)
+    matrix = graph.tocsr()
+    del graph
     source_energy = flat_energy[nodes]
     if channel_level_eV is not None and channel_level_eV < level_eV:
         channel = periodic_components(energy_grid_eV < channel_level_eV)
@@ -229,13 +242,19 @@ def grid_percolating_path(
             source_energy = np.where(at_channel_level, source_energy, np.inf)
     source = int(np.argmin(_quantised(source_energy, SOURCE_ENERGY_QUANTUM_EV)))
     distance, predecessors = dijkstra(
-        matrix.tocsr(), directed=False, indices=source, return_predecessors=True
+        matrix, directed=False, indices=source, return_predecessors=True
     )
+    del matrix
     node_index = grid.unravel(nodes)
     offsets = _tree_offsets(predecessors, source, node_index, np.array(grid.shape))
     reached = np.isfinite(distance)
-    winding = offsets[src] + shifts - offsets[dst]
-    closing = reached[src] & reached[dst] & np.any(winding != 0, axis=1)
+    # the edges that close a loop with a lattice winding, in blocks of edges (integer
+    # arithmetic: the same as in one piece, without three (edges, 3) arrays)
+    closing = np.empty(len(src), dtype=bool)
+    for start in range(0, len(src), EDGE_BLOCK):
+        part = slice(start, start + EDGE_BLOCK)
+        winding = offsets[src[part]] + shifts[part] - offsets[dst[part]]
+        closing[part] = reached[src[part]] & reached[dst[part]] & np.any(winding != 0, axis=1)
     if not np.any(closing):
         raise NoPercolationError(
             f"no loop with a lattice winding below {level_eV:.3f} eV", candidate_id
@@ -243,7 +262,7 @@ def grid_percolating_path(
     cost = np.where(closing, distance[src] + weights + distance[dst], np.inf)
     best = int(np.argmin(cost))
     p, q = int(src[best]), int(dst[best])
-    translation = winding[best]
+    translation = offsets[p] + shifts[best] - offsets[q]
 
     def chain(node: int) -> list[int]:
         out = [node]

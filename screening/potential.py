@@ -11,7 +11,10 @@ Grid sums are vectorised over (grid point, scatterer) pairs: for every scatterer
 points within the cutoff form a fixed stencil of index offsets (the grid is affine), so the
 squared distances of a batch of scatterers to all stencil points come from one matrix
 product, and contributions are accumulated with ``np.bincount``. No Python loop runs over
-grid points.
+grid points. A batch is worked through in blocks of at most :data:`PAIR_BLOCK` pairs, summed
+element by element in the batch's order (``np.add.at``), so the workspace is bounded
+whatever the stencil and the numbers do not depend on the block size
+(:mod:`iondrag.screening.memory` budgets what stays: the stencil, the padded lookup, the outputs).
 
 Units: positions A, U eV, gradient eV/A, Hessian eV/A^2.
 """
@@ -19,7 +22,7 @@ Units: positions A, U eV, gradient eV/A, Hessian eV/A^2.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -27,17 +30,21 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.special import erfc
 
-from iondrag.screening.errors import GridTooLargeError
 from iondrag.screening.forcefield import EXCLUSION_HALF_WIDTH_A, PairField
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
-#: Bytes per grid point held at once by a screen (U, labels, masks, region derivatives,
-#: solver workspace): used to refuse or coarsen grids before allocating them.
-BYTES_PER_GRID_POINT: int = 200
-
 #: Below this fraction of the grid, :func:`evaluate_grid` filters pairs by target first.
 SPARSE_FRACTION: float = 0.5
+
+#: Most (stencil point, scatterer) pairs :func:`evaluate_grid` computes at once. A batch of
+#: ``batch_pairs`` (which fixes the order of the sums, hence the numbers) is worked through
+#: in blocks of this many pairs, summed in the same order: the workspace (~100 bytes a pair,
+#: in :data:`iondrag.screening.memory.WORKSPACE_MB`) stays bounded and the result is unchanged.
+PAIR_BLOCK: int = 1 << 19
+
+#: Most points of the box of candidate stencil offsets scanned at once (:func:`_stencil`).
+STENCIL_BLOCK_POINTS: int = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -92,11 +99,6 @@ def grid_shape_for_spacing(lattice_matrix_A: np.ndarray, spacing_A: float) -> tu
     return (int(shape[0]), int(shape[1]), int(shape[2]))
 
 
-def grid_memory_MB(shape: tuple[int, int, int]) -> float:
-    """Estimated peak memory of one candidate's grids, MB."""
-    return float(np.prod(shape)) * BYTES_PER_GRID_POINT / 1e6
-
-
 def make_grid(
     lattice_matrix_A: np.ndarray,
     spacing_A: float = 0.2,
@@ -104,8 +106,10 @@ def make_grid(
     memory_budget_MB: float = 2048.0,
     on_too_large: str = "coarsen",
     candidate_id: str | None = None,
+    cutoff_A: float = 6.0,
+    n_sites: int = 0,
 ) -> tuple[PeriodicGrid, list[str]]:
-    """Build the grid, checking its memory estimate against the budget first.
+    """Build the grid, checking its estimated peak memory against the budget first.
 
     Parameters
     ----------
@@ -114,42 +118,36 @@ def make_grid(
     spacing_A
         Requested spacing between grid points, A.
     memory_budget_MB
-        Largest estimated memory allowed, MB.
+        Largest estimated peak memory of the analysis allowed, MB
+        (:func:`iondrag.screening.memory.candidate_memory`).
     on_too_large
         ``"coarsen"``: increase the spacing until the grid fits, with a warning (returned);
-        ``"refuse"``: raise :class:`GridTooLargeError`.
+        ``"refuse"``: raise :class:`~iondrag.screening.errors.GridTooLargeError`.
     candidate_id
         Named in errors and warnings.
+    cutoff_A, n_sites
+        Pair-term cutoff (A) and sites of the cell, for the estimate.
 
     Returns
     -------
     grid, warnings
     """
+    from iondrag.screening.memory import plan_grid
+
     if spacing_A <= 0:
         raise ValueError("grid spacing must be positive")
-    shape = grid_shape_for_spacing(lattice_matrix_A, spacing_A)
-    notes: list[str] = []
-    estimate = grid_memory_MB(shape)
-    if estimate > memory_budget_MB:
-        if on_too_large == "refuse":
-            raise GridTooLargeError(
-                f"grid {shape} at {spacing_A} A needs ~{estimate:.0f} MB, budget "
-                f"{memory_budget_MB:.0f} MB",
-                candidate_id,
-            )
-        coarse = spacing_A * (estimate / memory_budget_MB) ** (1 / 3) * 1.01
-        if coarse > 0.5:
-            raise GridTooLargeError(
-                f"cell too large: even a {coarse:.2f} A grid exceeds the "
-                f"{memory_budget_MB:.0f} MB budget",
-                candidate_id,
-            )
-        shape = grid_shape_for_spacing(lattice_matrix_A, coarse)
-        notes.append(
-            f"grid coarsened from {spacing_A} A to {coarse:.3f} A to fit the "
-            f"{memory_budget_MB:.0f} MB memory budget"
-        )
-    return PeriodicGrid(np.asarray(lattice_matrix_A, dtype=float), shape), notes
+    lattice = np.asarray(lattice_matrix_A, dtype=float)
+    shape, notes = plan_grid(
+        lattice,
+        spacing_A,
+        lambda h: grid_shape_for_spacing(lattice, h),
+        memory_budget_MB=memory_budget_MB,
+        cutoff_A=cutoff_A,
+        n_sites=n_sites,
+        on_too_large=on_too_large,
+        candidate_id=candidate_id,
+    )
+    return PeriodicGrid(lattice, shape), notes
 
 
 @dataclass(frozen=True)
@@ -426,23 +424,54 @@ def _times_switch(
     return phi * s, dphi_s, d2phi_s
 
 
+def stencil_extent(grid: PeriodicGrid, cutoff_A: float) -> np.ndarray:
+    """Largest |index offset| (per lattice direction) a grid point within the cutoff can have.
+
+    The stencil of :func:`_stencil` spans offsets ``-extent .. extent + 1`` along each axis.
+    """
+    reciprocal = np.linalg.inv(grid.lattice_matrix_A).T  # rows b_i with a_i . b_j = delta_ij
+    shape = np.array(grid.shape)
+    return np.ceil(cutoff_A * np.linalg.norm(reciprocal, axis=1) * shape).astype(int) + 1
+
+
 def _stencil(grid: PeriodicGrid, cutoff_A: float) -> tuple[np.ndarray, np.ndarray]:
     """Integer offsets m of grid points that can lie within the cutoff of a scatterer.
 
-    Returns the offsets (K, 3) and their Cartesian vectors from the centre of the
-    scatterer's voxel, (m - 1/2) . steps (K, 3), A.
+    Returns the offsets (K, 3, int32) and their Cartesian vectors from the centre of the
+    scatterer's voxel, (m - 1/2) . steps (K, 3), A. The box of candidate offsets is
+    scanned in slabs of at most :data:`STENCIL_BLOCK_POINTS` points (the same offsets, in
+    the same order, as in one piece), so the workspace does not grow with the box.
     """
     steps = grid.step_matrix_A
-    reciprocal = np.linalg.inv(grid.lattice_matrix_A).T  # rows b_i with a_i . b_j = delta_ij
-    shape = np.array(grid.shape)
-    extent = np.ceil(cutoff_A * np.linalg.norm(reciprocal, axis=1) * shape).astype(int) + 1
+    extent = stencil_extent(grid, cutoff_A)
     axes = [np.arange(-e, e + 2) for e in extent]
-    offsets = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) - 0.5
     half_diagonal = float(np.max(np.linalg.norm(corners @ steps, axis=1)))
-    vectors = (offsets - 0.5) @ steps
-    keep = np.einsum("ij,ij->i", vectors, vectors) < (cutoff_A + half_diagonal) ** 2
-    return offsets[keep], vectors[keep]
+    plane = len(axes[1]) * len(axes[2])
+    slab = max(1, STENCIL_BLOCK_POINTS // plane)
+    radius_sq = (cutoff_A + half_diagonal) ** 2
+
+    def slabs() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for start in range(0, len(axes[0]), slab):
+            grids = np.meshgrid(axes[0][start : start + slab], axes[1], axes[2], indexing="ij")
+            offsets = np.stack(grids, axis=-1).reshape(-1, 3)
+            del grids
+            vectors = (offsets - 0.5) @ steps
+            keep = np.einsum("ij,ij->i", vectors, vectors) < radius_sq
+            yield offsets, vectors, keep
+
+    # two passes (count, then fill): the kept offsets (int32) and vectors are the only
+    # arrays of the stencil's size
+    n_kept = sum(int(np.count_nonzero(keep)) for _, _, keep in slabs())
+    kept_offsets = np.empty((n_kept, 3), dtype=np.int32)
+    kept_vectors = np.empty((n_kept, 3))
+    filled = 0
+    for offsets, vectors, keep in slabs():
+        n = int(np.count_nonzero(keep))
+        kept_offsets[filled : filled + n] = offsets[keep]
+        kept_vectors[filled : filled + n] = vectors[keep]
+        filled += n
+    return kept_offsets, kept_vectors
 
 
 def _padded_lookup(
@@ -454,18 +483,53 @@ def _padded_lookup(
     offsets ``low <= m <= high``; wrapping those back onto the periodic grid once, here,
     replaces three modulo operations per pair by one gather.
 
-    Returns the lookup over the padded grid (output slot or -1) and the padded strides.
+    Returns the lookup over the padded grid (output slot or -1; int32 when the slots fit,
+    4 bytes per padded point) and the padded strides. Built plane by plane: no other array
+    of the padded grid's size is held.
     """
     shape = np.array(grid.shape)
     padded_shape = shape + (high - low)
     wrapped = [(np.arange(p) + lo) % n for p, lo, n in zip(padded_shape, low, shape, strict=True)]
-    flat = (
-        wrapped[0][:, None, None] * (shape[1] * shape[2])
-        + wrapped[1][None, :, None] * shape[2]
-        + wrapped[2][None, None, :]
-    )
     strides = np.array([padded_shape[1] * padded_shape[2], padded_shape[2], 1], dtype=np.int64)
-    return lookup[flat.ravel()], strides
+    dtype = np.int32 if int(lookup.max(initial=-1)) < np.iinfo(np.int32).max else np.int64
+    out = np.empty(int(np.prod(padded_shape)), dtype=dtype)
+    plane = wrapped[1][:, None] * shape[2] + wrapped[2][None, :]
+    size = int(strides[0])
+    for i, row in enumerate(wrapped[0]):
+        out[i * size : (i + 1) * size] = lookup[(row * (shape[1] * shape[2]) + plane).ravel()]
+    return out, strides
+
+
+def _pair_terms(
+    field: PairField,
+    representative: int,
+    derivatives: int,
+    hessian_only: bool,
+    r: np.ndarray,
+    weight: np.ndarray,
+    disp: np.ndarray | None,
+) -> Iterator[np.ndarray]:
+    """Per-pair contributions of one block, in the order of :func:`evaluate_grid`'s outputs.
+
+    U (unless ``hessian_only``), the three gradient components (unless ``hessian_only``),
+    then the six Voigt components of the Hessian; ``disp`` is grid point minus scatterer, A.
+    """
+    phi, dphi, d2phi = radial_terms(r, field, representative, derivatives)
+    if not hessian_only:
+        yield weight * phi
+    if derivatives >= 1:
+        assert dphi is not None and disp is not None
+        radial = weight * dphi / r
+        for axis in range(3 if not hessian_only else 0):
+            yield radial * disp[:, axis]
+        if derivatives >= 2:
+            assert d2phi is not None
+            along = weight * (d2phi - dphi / r) / r**2
+            for i, j in _VOIGT_PAIRS:
+                w = along * disp[:, i] * disp[:, j]
+                if i == j:
+                    w = w + radial
+                yield w
 
 
 def evaluate_grid(
@@ -476,6 +540,7 @@ def evaluate_grid(
     batch_pairs: int = 4_000_000,
     *,
     hessian_only: bool = False,
+    pair_block: int | None = None,
 ) -> PotentialValues:
     """U (and derivatives) at grid points.
 
@@ -490,16 +555,20 @@ def evaluate_grid(
     derivatives
         0: U only; 1: U and gradient; 2: U, gradient and Hessian.
     batch_pairs
-        Upper bound on (stencil point, scatterer) pairs held at once; bounds memory.
+        (Stencil point, scatterer) pairs summed as one batch: fixes the order of the sums.
     hessian_only
         With ``derivatives=2``, accumulate only the Hessian (U and its gradient are returned
         as zeros): the drag needs nothing else where U is already known.
+    pair_block
+        Most pairs held at once (default :data:`PAIR_BLOCK`); bounds the workspace, does
+        not change the result.
 
     Returns
     -------
     PotentialValues
         Arrays in the order of ``points`` (or of the flat grid).
     """
+    pair_block = PAIR_BLOCK if pair_block is None else max(1, int(pair_block))
     n_total = grid.n_points
     lookup = np.full(n_total, -1, dtype=np.int64)
     if points is None:
@@ -518,8 +587,11 @@ def evaluate_grid(
     offsets, vectors = _stencil(grid, field.cutoff_A)
     low, high = offsets.min(axis=0), offsets.max(axis=0)
     padded_lookup, strides = _padded_lookup(grid, low, high, lookup)
-    stencil_flat = (offsets - low) @ strides
+    del lookup
+    stencil_flat = (offsets - low) @ strides  # int64
+    del offsets
     vectors_sq = np.einsum("ij,ij->i", vectors, vectors)
+    n_stencil = len(vectors)
     shape = np.array(grid.shape)
     cutoff_sq = field.cutoff_A**2
     scaled = field.frac_coords * shape
@@ -527,8 +599,16 @@ def evaluate_grid(
     base_flat = base @ strides
     shift = (scaled - np.floor(scaled) - 0.5) @ grid.step_matrix_A  # from voxel centre, A
     types = field.types
-    batch = max(1, batch_pairs // len(offsets))
+    batch = max(1, batch_pairs // n_stencil)
     sparse = points is not None and n_out < SPARSE_FRACTION * n_total
+    # the arrays the sums go to: U, the gradient's and the Hessian's components
+    outputs: list[np.ndarray] = []
+    if not hessian_only:
+        outputs.append(energy)
+        if gradient is not None:
+            outputs.extend(gradient[:, axis] for axis in range(3))
+    if hessian6 is not None:
+        outputs.extend(hessian6[:, c] for c in range(6))
 
     for type_id in np.unique(types):
         members = np.flatnonzero(types == type_id)
@@ -536,49 +616,60 @@ def evaluate_grid(
         for start in range(0, len(members), batch):
             chunk = members[start : start + batch]
             d = shift[chunk]  # (B, 3)
-            if sparse:
-                # few wanted points: find the (stencil point, scatterer) pairs that land on
-                # one first (an integer gather), then compute distances for those only
-                hit = padded_lookup[stencil_flat[:, None] + base_flat[chunk][None, :]]
-                k_idx, b_idx = np.nonzero(hit >= 0)
-                target = hit[k_idx, b_idx]
-                disp = vectors[k_idx] - d[b_idx]
-                r_sq_pairs = np.einsum("ij,ij->i", disp, disp)
-                near = r_sq_pairs < cutoff_sq
-                k_idx, b_idx, target = k_idx[near], b_idx[near], target[near]
-                r_sq_pairs = r_sq_pairs[near]
-            else:
-                # |v - d|^2 = |v|^2 - 2 v.d + |d|^2 for all stencil points and scatterers
-                r_sq = vectors_sq[:, None] - 2.0 * (vectors @ d.T) + np.einsum("ij,ij->i", d, d)
-                k_idx, b_idx = np.nonzero(r_sq < cutoff_sq)
-                target = padded_lookup[stencil_flat[k_idx] + base_flat[chunk][b_idx]]
-                if points is not None:
-                    inside = target >= 0
-                    k_idx, b_idx, target = k_idx[inside], b_idx[inside], target[inside]
-                r_sq_pairs = r_sq[k_idx, b_idx]
-            if len(target) == 0:
-                continue
-            r = np.sqrt(np.maximum(r_sq_pairs, 1e-12))
-            phi, dphi, d2phi = radial_terms(r, field, representative, derivatives)
-            weight = field.weights[chunk][b_idx]
-            if not hessian_only:
-                energy += np.bincount(target, weights=weight * phi, minlength=n_out)
-            if derivatives >= 1:
-                assert dphi is not None and gradient is not None
-                disp = vectors[k_idx] - d[b_idx]  # grid point minus scatterer, A
-                radial = weight * dphi / r
-                for axis in range(3 if not hessian_only else 0):
-                    gradient[:, axis] += np.bincount(
-                        target, weights=radial * disp[:, axis], minlength=n_out
-                    )
-                if derivatives >= 2:
-                    assert d2phi is not None and hessian6 is not None
-                    along = weight * (d2phi - dphi / r) / r**2
-                    for c, (i, j) in enumerate(_VOIGT_PAIRS):
-                        w = along * disp[:, i] * disp[:, j]
-                        if i == j:
-                            w = w + radial
-                        hessian6[:, c] += np.bincount(target, weights=w, minlength=n_out)
+            d_sq = np.einsum("ij,ij->i", d, d)
+            chunk_base = base_flat[chunk]
+            chunk_weight = field.weights[chunk]
+            # the batch's pairs in blocks of stencil rows (same pairs, same order); a batch
+            # split into blocks sums into its own arrays, element by element in that order
+            # (np.add.at), which is what np.bincount does for the whole batch in one go
+            rows = max(1, pair_block // len(chunk))
+            sums = np.zeros((len(outputs), n_out)) if rows < n_stencil else None
+            for k0 in range(0, n_stencil, rows):
+                k1 = min(k0 + rows, n_stencil)
+                if sparse:
+                    # few wanted points: find the (stencil point, scatterer) pairs that land
+                    # on one first (an integer gather), then compute distances for those only
+                    hit = padded_lookup[stencil_flat[k0:k1, None] + chunk_base[None, :]]
+                    k_idx, b_idx = np.nonzero(hit >= 0)
+                    target = hit[k_idx, b_idx]
+                    del hit
+                    k_idx += k0
+                    disp = vectors[k_idx] - d[b_idx]
+                    r_sq_pairs = np.einsum("ij,ij->i", disp, disp)
+                    near = r_sq_pairs < cutoff_sq
+                    k_idx, b_idx, target = k_idx[near], b_idx[near], target[near]
+                    r_sq_pairs = r_sq_pairs[near]
+                else:
+                    # |v - d|^2 = |v|^2 - 2 v.d + |d|^2 for all stencil points and scatterers
+                    r_sq = vectors_sq[k0:k1, None] - 2.0 * (vectors[k0:k1] @ d.T) + d_sq
+                    k_idx, b_idx = np.nonzero(r_sq < cutoff_sq)
+                    r_sq_pairs = r_sq[k_idx, b_idx]
+                    del r_sq
+                    k_idx += k0
+                    target = padded_lookup[stencil_flat[k_idx] + chunk_base[b_idx]]
+                    if points is not None:
+                        inside = target >= 0
+                        k_idx, b_idx, target = k_idx[inside], b_idx[inside], target[inside]
+                        r_sq_pairs = r_sq_pairs[inside]
+                if len(target) == 0:
+                    continue
+                terms = _pair_terms(
+                    field,
+                    representative,
+                    derivatives,
+                    hessian_only,
+                    np.sqrt(np.maximum(r_sq_pairs, 1e-12)),
+                    chunk_weight[b_idx],
+                    (vectors[k_idx] - d[b_idx]) if derivatives >= 1 else None,
+                )
+                for index, weights in enumerate(terms):
+                    if sums is None:
+                        outputs[index] += np.bincount(target, weights=weights, minlength=n_out)
+                    else:
+                        np.add.at(sums[index], target, weights)
+            if sums is not None:
+                for index, total in enumerate(sums):
+                    outputs[index] += total
     return PotentialValues(energy, gradient, _full_hessian(hessian6))
 
 

@@ -38,7 +38,11 @@ class IondragSettings(BaseSettings):
         "again; 0 asks the server every time, inf keeps them forever.",
     )
     memory_budget_MB: float = Field(
-        default=2048.0, gt=0, description="Memory one candidate's grids may take (MB)."
+        default=2048.0,
+        gt=0,
+        description="Peak memory of the process scoring one candidate, its own included (MB): "
+        "grids are coarsened to fit (iondrag.screening.memory), a cell whose coarsest grid "
+        "does not fit fails with grid_too_large.",
     )
 
     def resolved_db_path(self) -> Path:

@@ -395,7 +395,7 @@ def _bond_valence(structure: Structure) -> Structure | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            primitive = structure.get_primitive_structure(tolerance=0.1)
+            primitive = primitive_structure(structure, 0.1)
             if len(primitive) < len(structure):
                 decorated = analyzer.get_oxi_state_decorated_structure(primitive)
                 by_element: dict[str, set[float]] = {}
@@ -546,6 +546,61 @@ def assign_oxidation_states(
 #: fractional noise of OBELiX's ICSD-derived CIFs, about 0.1 A, stays within it).
 PRIMITIVE_TOLERANCE_A: float = 0.25
 
+#: Memory of pymatgen's primitive-cell search per pair of sites of one species, bytes: it
+#: holds (group x group) matrices (measured ~75 bytes per pair: 1.2 GB for the 4,000 F of
+#: an 8,000-site LiF supercell, ~7 GB at 20,000 sites).
+PRIMITIVE_SEARCH_BYTES_PER_PAIR: float = 80.0
+
+#: Largest species group searched with pymatgen (~115 MB by the figure above); larger cells
+#: are searched with spglib, whose memory grows linearly with the sites (the same cell for
+#: a supercell of a small one; its time grows quadratically, ~2 min at 20,000 sites
+#: without symmetry).
+PRIMITIVE_SEARCH_MAX_GROUP: int = 1200
+
+
+def primitive_search_group(structure: Structure) -> int:
+    """Return the sites of the largest group of equal species (what the search pairs up)."""
+    counts: dict[str, int] = {}
+    for site in structure:
+        key = site.species_string
+        counts[key] = counts.get(key, 0) + 1
+    return max(counts.values(), default=0)
+
+
+def primitive_structure(structure: Structure, tolerance_A: float) -> Structure:
+    """Return the primitive cell of a crystal (not yet Niggli-reduced), in bounded memory.
+
+    pymatgen's ``get_primitive_structure`` for cells whose largest species group has at
+    most :data:`PRIMITIVE_SEARCH_MAX_GROUP` sites; spglib (``standardize_cell`` to the
+    primitive cell, positions not idealised) above, each distinct species string (element
+    and occupancy) one atom type. Returns ``structure`` itself when no smaller cell is found.
+    """
+    if primitive_search_group(structure) <= PRIMITIVE_SEARCH_MAX_GROUP:
+        return structure.get_primitive_structure(tolerance=tolerance_A)
+    import spglib
+
+    keys = [site.species_string for site in structure]
+    kinds = {key: index for index, key in enumerate(dict.fromkeys(keys))}
+    first = {key: keys.index(key) for key in kinds}
+    cell = (
+        structure.lattice.matrix.tolist(),
+        structure.frac_coords.tolist(),
+        [kinds[key] for key in keys],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # spglib's notice about its error handling
+        try:
+            found = spglib.standardize_cell(
+                cell, to_primitive=True, no_idealize=True, symprec=tolerance_A
+            )
+        except Exception:  # spglib's own errors (newer versions raise): no smaller cell
+            found = None
+    if found is None or len(found[2]) >= len(structure):
+        return structure
+    lattice, positions, numbers = found
+    species = {index: structure[first[key]].species for key, index in kinds.items()}
+    return Structure(lattice, [species[int(n)] for n in numbers], positions)
+
 
 def reduced_primitive_cell(structure: Structure) -> Structure:
     """Return the Niggli-reduced primitive cell of a crystal (pymatgen).
@@ -566,7 +621,7 @@ def reduced_primitive_cell(structure: Structure) -> Structure:
     if len(structure) == 0 or not finite or abs(float(np.linalg.det(matrix))) < 1.0:
         return structure  # prepare_framework refuses it with the cause
     try:
-        primitive = structure.get_primitive_structure(tolerance=PRIMITIVE_TOLERANCE_A)
+        primitive = primitive_structure(structure, PRIMITIVE_TOLERANCE_A)
         reduced = primitive.get_reduced_structure()
         keys = [site.species.formula for site in reduced]
         counts = {key: keys.count(key) for key in keys}

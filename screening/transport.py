@@ -25,11 +25,11 @@ from iondrag.screening.carriers import (
     SublatticeOccupancy,
     carrier_fraction,
     carrier_mechanism,
+    far_from_all,
     framework_sublattice,
     frenkel_pair,
     grid_local_minima,
     intrinsic_defect_fraction,
-    periodic_distances_A,
 )
 from iondrag.screening.conductivity import (
     POLYCRYSTAL_AVERAGES,
@@ -289,11 +289,7 @@ def _defect_model(
     minima_frac = landscape.grid.frac_coords(minima)
     # the empty minima (farther than the merge radius from every mobile-ion position),
     # the lowest few refined off the grid so that E_F does not depend on the grid's offset
-    empty = np.all(
-        periodic_distances_A(minima_frac, framework.mobile_frac_coords, lattice)
-        >= SITE_MERGE_RADIUS_A,
-        axis=1,
-    )
+    empty = far_from_all(minima_frac, framework.mobile_frac_coords, lattice, SITE_MERGE_RADIUS_A)
     order = np.argsort(landscape.energy_grid_eV.ravel()[minima[empty]])
     minima_frac = minima_frac[empty][order[:FRENKEL_INTERSTITIALS]]
     minima_frac, minima_energy = _refine_minima(crystal.field, minima_frac, lattice)

@@ -863,6 +863,10 @@ def _open_job_store(factory: Any) -> Any:
         store.connect()
         store.close()
     except (sqlite3.Error, OSError) as error:
+        from iondrag.adapters.stores import JobStoreFullError
+
+        if isinstance(error, JobStoreFullError):
+            raise  # its own line: the file, the full disk, what to do
         where = get_settings().home / "jobstore"
         raise RuntimeError(
             f"cannot use the job store in {where}: {error}; it holds only intermediate "

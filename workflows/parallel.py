@@ -40,10 +40,6 @@ THREAD_VARIABLES: tuple[str, ...] = (
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 
-#: Resident memory of an idle worker (the science imported), MB; measured ~130 MB
-#: (docs/usage.md, Memory).
-WORKER_BASE_MB: float = 150.0
-
 
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask), at least 1."""
@@ -82,8 +78,9 @@ def worker_cap(
     n_candidates
         Candidates to score, when known: more workers than candidates only cost memory.
     memory_budget_MB
-        Memory one candidate may take (the grid budget), MB; each worker also needs
-        :data:`WORKER_BASE_MB`.
+        The memory budget, MB: the peak resident memory of a worker scoring a candidate,
+        the worker's own included (the grids are planned to fit it, ``iondrag.screening.memory``);
+        at least :data:`iondrag.screening.memory.BASE_MB`, a worker at rest.
     cpus, memory_MB
         Available CPUs and memory (MB); default: this machine's (:func:`available_cpus`,
         :func:`available_memory_MB`).
@@ -102,12 +99,14 @@ def worker_cap(
     # more processes than CPUs only share them (and each holds its own grids): 2x at most
     limits.append((2 * cpus, f"{cpus} CPUs"))
     if memory_MB is not None:
-        per_worker = memory_budget_MB + WORKER_BASE_MB
+        from iondrag.screening.memory import BASE_MB
+
+        per_worker = max(memory_budget_MB, BASE_MB)
         limits.append(
             (
                 max(1, int(memory_MB // per_worker)),
                 f"{memory_MB / 1024:.1f} GB available at {per_worker / 1024:.2f} GB per worker "
-                "(IONDRAG_MEMORY_BUDGET_MB + the worker)",
+                "(the memory budget, IONDRAG_MEMORY_BUDGET_MB)",
             )
         )
     workers = min(limit for limit, _ in limits)

@@ -276,3 +276,41 @@ def test_documents_of_older_schemas_still_load(conn: sqlite3.Connection) -> None
     )
     _, document, candidate = database.load_document(conn, "a")
     assert document.candidate_id == "a" and candidate is None
+
+
+def _fill(conn: sqlite3.Connection) -> None:
+    """Let the database grow by no page more: SQLite then says "database or disk is full"."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "rank.sqlite"
+    with closing(database.connect(path)) as conn:
+        database.start_run(conn, "r1", PARAMETERS, {"kind": "test"}, n_candidates=1)
+        _fill(conn)
+        big = result("a")
+        big.warnings = ["x" * 200_000]  # more than the pages left
+        with pytest.raises(database.DatabaseFullError) as raised:
+            database.insert_results(conn, "r1", [big])
+        message = str(raised.value)
+        assert str(path) in message
+        assert "database or disk is full" in message
+        assert "free space" in message and "--db FILE" in message
+        assert "\n" not in message
+        assert raised.value.cause == "disk_full"
+        assert not conn.in_transaction  # rolled back: the database stays usable
+        assert rows(conn, "r1") == {}
+
+
+def test_disk_full_is_recognised_in_sqlite_and_os_errors() -> None:
+    import errno
+
+    assert database.is_disk_full(sqlite3.OperationalError("database or disk is full"))
+    assert database.is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert database.is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    wrapped = RuntimeError("job failed")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert database.is_disk_full(wrapped)
+    assert not database.is_disk_full(sqlite3.OperationalError("database is locked"))
+    assert not database.is_disk_full(OSError(errno.EACCES, "Permission denied"))

@@ -129,3 +129,96 @@ def test_job_store_of_sqlite_stores_runs_jobflow(tmp_path: Path) -> None:
     assert reopened.get_output(big.uuid, load=True)["payload"] == list(range(13))
     assert reopened.additional_stores["data"].count() == 1
     assert isinstance(reopened, JobStore)
+
+
+def test_a_full_job_store_is_one_line_naming_the_file_and_what_to_do(tmp_path: Path) -> None:
+    from iondrag.adapters.stores import JobStoreFullError
+
+    path = tmp_path / "jobstore" / "outputs.sqlite"
+    made = SQLiteStore(str(path), key="task_id")
+    made.connect()
+    made.update([dict(d) for d in DOCS])
+    conn = made._connection()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite: "database or disk is full"
+    with pytest.raises(JobStoreFullError) as raised:
+        made.update({"task_id": 9, "blob": "x" * 200_000})
+    message = str(raised.value)
+    assert str(path) in message and "database or disk is full" in message
+    assert "free space" in message and "IONDRAG_HOME" in message
+    assert "\n" not in message
+    assert not conn.in_transaction
+    assert made.count() == 3  # rolled back, the store still answers
+    made.close()
+
+
+def test_a_screen_on_a_full_job_store_stops_with_that_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from iondrag.workflows import cli
+
+    monkeypatch.setenv("IONDRAG_HOME", str(tmp_path / "home"))
+    for name in ("JOBFLOW_CONFIG_FILE", "JOBFLOW_JOB_STORE", "IONDRAG_DB_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    connect = SQLiteStore.connect
+
+    def full_after_connect(self: SQLiteStore, force_reset: bool = False) -> None:
+        connect(self, force_reset)
+        conn = self._connection()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    monkeypatch.setattr(SQLiteStore, "connect", full_after_connect)
+    code = cli.main(
+        [
+            "screen",
+            "--ids",
+            "lif-fm3m",
+            "--grid",
+            "0.5",
+            "--arrhenius",
+            "none",
+            "--quiet",
+            "--db",
+            str(tmp_path / "results.sqlite"),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1, err
+    line = err[0]
+    assert line.startswith("iondrag screen: error: the job store ")
+    assert str(tmp_path / "home" / "jobstore") in line
+    assert "database or disk is full" in line and "free space" in line
+    assert "internal error" not in line
+
+
+def test_a_screen_on_a_full_ranking_database_stops_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from iondrag.screening import database
+    from iondrag.workflows import cli
+
+    monkeypatch.setenv("IONDRAG_HOME", str(tmp_path / "home"))
+    for name in ("JOBFLOW_CONFIG_FILE", "JOBFLOW_JOB_STORE", "IONDRAG_DB_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    connect = database.connect
+
+    def full_after_connect(path, *, read_only=False):  # type: ignore[no-untyped-def]
+        conn = connect(path, read_only=read_only)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        return conn
+
+    monkeypatch.setattr(database, "connect", full_after_connect)
+    db = tmp_path / "results.sqlite"
+    args = ["screen", "--ids", "lif-fm3m", "--grid", "0.5", "--arrhenius", "none", "--quiet"]
+    code = cli.main([*args, "--db", str(db)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1, err
+    line = err[0]
+    assert line.startswith(f"iondrag screen: error: the ranking database {db} cannot grow")
+    assert "database or disk is full" in line and "free space" in line and "--db FILE" in line

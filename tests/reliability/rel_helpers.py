@@ -101,9 +101,9 @@ def _replace_first_coordinate(text: str, element: str, value: str) -> str:
 def write_bad_cases(folder: Path) -> dict[str, str]:
     """Write one CIF per bad-input case into ``folder``; return id -> expected cause.
 
-    The "huge" cell (a 150 Å cube) needs a grid of ~25 GB at 0.3 Å: beyond the default 2 GB
-    budget even after coarsening to 0.5 Å (grid_too_large, whatever IONDRAG_MEMORY_BUDGET_MB
-    up to ~5 GB says).
+    The "huge" cell (a 150 Å cube) needs ~300 GB at 0.3 Å (iondrag.screening.memory): beyond the
+    default 2 GB budget even after coarsening to 0.5 Å (grid_too_large, whatever
+    IONDRAG_MEMORY_BUDGET_MB up to ~66 GB says).
     """
     from pymatgen.core import Lattice, Structure
 

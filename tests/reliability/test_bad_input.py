@@ -38,8 +38,9 @@ from iondrag.screening.parameters import ScreeningParameters
 from iondrag.screening.pipeline import score_candidate
 from iondrag.workflows.cli import main
 
-#: IONDRAG_MEMORY_BUDGET_MB of the CLI screen: the good cells need < 2 MB at 0.3 Å.
-BUDGET_MB = "64"
+#: IONDRAG_MEMORY_BUDGET_MB of the CLI screen: the good cells need ~200 MB at 0.3 Å (the
+#: worker's own 130 MB included, iondrag.screening.memory), the huge cell ~66 GB even at 0.5 Å.
+BUDGET_MB = "400"
 
 
 def _names_candidate(error: str, candidate_id: str) -> bool:

@@ -6,6 +6,7 @@ from pymatgen.core import Lattice, Structure
 
 from iondrag.screening.errors import GridTooLargeError, MissingParametersError
 from iondrag.screening.forcefield import build_pair_field, morse_parameters
+from iondrag.screening.memory import candidate_memory
 from iondrag.screening.potential import (
     PeriodicGrid,
     evaluate_grid,
@@ -158,10 +159,10 @@ def test_potential_has_the_crystal_symmetry():
 
 
 def test_grid_memory_budget():
-    lattice = np.eye(3) * 40.0
+    lattice = np.eye(3) * 20.0
     grid, notes = make_grid(lattice, 0.2, memory_budget_MB=500.0)
     assert notes and "coarsened" in notes[0]
-    assert grid.n_points * 200 / 1e6 <= 500.0
+    assert candidate_memory(lattice, grid.shape, cutoff_A=6.0, n_sites=0).total_MB <= 500.0
     with pytest.raises(GridTooLargeError, match="big-cell"):
         make_grid(
             lattice, 0.2, memory_budget_MB=500.0, on_too_large="refuse", candidate_id="big-cell"
@@ -245,3 +246,16 @@ def test_framework_relaxation_lowers_walls_and_keeps_derivatives(field):
     assert drop[np.argmax(frozen.energy_eV)] > np.median(drop)
     # analytic (spline) derivatives agree with finite differences of the relaxed U
     _assert_spline_derivatives_match_fd(relaxed, points)
+
+
+def test_evaluate_grid_gives_the_same_numbers_in_any_pair_block(field):
+    grid = PeriodicGrid(field.lattice_matrix_A, (14, 15, 13))
+    rng = np.random.default_rng(0)
+    subsets = (None, rng.permutation(grid.n_points)[:300], rng.permutation(grid.n_points)[:2000])
+    for points in subsets:
+        whole = evaluate_grid(field, grid, points, derivatives=2, pair_block=1 << 30)
+        for block in (5_000, 777):
+            part = evaluate_grid(field, grid, points, derivatives=2, pair_block=block)
+            assert np.array_equal(part.energy_eV, whole.energy_eV)
+            assert np.array_equal(part.gradient_eV_per_A, whole.gradient_eV_per_A)
+            assert np.array_equal(part.hessian_eV_per_A2, whole.hessian_eV_per_A2)
