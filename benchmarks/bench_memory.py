@@ -121,7 +121,7 @@ def _one_run(path: str) -> None:
     shape: Any = tuple(result.grid_shape or (0, 0, 0))
     estimate = None
     if shape[0]:
-        from iondrag.screening.pipeline import reduced_primitive_cell
+        from iondrag.screening.structures import reduced_primitive_cell
 
         cell = candidate.structure
         if parameters.reduce_to_primitive:

@@ -197,7 +197,7 @@ def test_a_screen_on_a_full_job_store_stops_with_that_one_line(
 def test_a_screen_on_a_full_ranking_database_stops_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from iondrag.screening import database
+    from iondrag.adapters import database
     from iondrag.workflows import cli
 
     monkeypatch.setenv("IONDRAG_HOME", str(tmp_path / "home"))
