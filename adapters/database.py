@@ -38,6 +38,7 @@ import json
 import math
 import platform
 import sqlite3
+import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ import pandas as pd
 from iondrag.screening.candidates import Candidate
 from iondrag.screening.errors import IondragError
 from iondrag.screening.parameters import ScreeningParameters
-from iondrag.screening.schemas import CandidateResult
+from iondrag.screening.schemas import CandidateResult, result_fields
 
 __all__ = [
     "BOOKKEEPING_COLUMNS",
@@ -93,24 +94,9 @@ SCHEMA_VERSION = 1
 #: Marker in the ``meta`` table telling an iondrag ranking database from other SQLite files.
 APPLICATION = "iondrag-ranking"
 
-#: Columns that outside checks rely on (design.md, "Contracts").
-CONTRACT_COLUMNS: tuple[str, ...] = (
-    "candidate_id",
-    "formula",
-    "source",
-    "ion",
-    "temperature_K",
-    "barrier_eV",
-    "dimensionality",
-    "sigma_S_per_cm",
-    "sigma_xx_S_per_cm",
-    "sigma_yy_S_per_cm",
-    "sigma_zz_S_per_cm",
-    "drag_saddle_kg_per_s",
-    "status",
-    "error",
-    "run_id",
-)
+#: Columns that outside checks rely on (design.md, "Contracts"): the CandidateResult fields
+#: marked ``contract``, and the run.
+CONTRACT_COLUMNS: tuple[str, ...] = (*result_fields("contract"), "run_id")
 
 #: Statuses of a finished candidate (never recomputed); ``error`` rows are retried.
 FINISHED_STATUSES: tuple[str, ...] = ("ok", "failed")
@@ -124,61 +110,35 @@ BOOKKEEPING_COLUMNS: dict[str, str] = {
     "seconds_total": "REAL",
 }
 
-#: The ``results`` table at creation (name -> SQL type). Keys of ``ranking_row()`` that are
-#: not listed are added as columns when first written (see :func:`insert_results`).
-RESULT_COLUMNS: dict[str, str] = {
-    "candidate_id": "TEXT NOT NULL",
-    "formula": "TEXT",
-    "source": "TEXT",
-    "ion": "TEXT",
-    "temperature_K": "REAL",
-    "barrier_eV": "REAL",
-    "barrier_1d_eV": "REAL",
-    "barrier_2d_eV": "REAL",
-    "barrier_3d_eV": "REAL",
-    "dimensionality": "INTEGER",
-    "path_barrier_eV": "REAL",
-    "sigma_S_per_cm": "REAL",
-    "log10_sigma_S_per_cm": "REAL",
-    "sigma_xx_S_per_cm": "REAL",
-    "sigma_yy_S_per_cm": "REAL",
-    "sigma_zz_S_per_cm": "REAL",
-    "anisotropy_ratio": "REAL",
-    "headline_method": "TEXT",
-    "sigma_tensor_method": "TEXT",
-    "log10_sigma_path_S_per_cm": "REAL",
-    "log10_sigma_path_entropic_S_per_cm": "REAL",
-    "log10_sigma_homogenised_S_per_cm": "REAL",
-    "log10_sigma_overdamped_S_per_cm": "REAL",
-    "log10_sigma_path_constant_drag_S_per_cm": "REAL",
-    "log10_sigma_global_lambda_S_per_cm": "REAL",
-    "mobile_ion_density_per_m3": "REAL",
-    "carrier_mechanism": "TEXT",
-    "carrier_fraction": "REAL",
-    "sublattice_vacancy_fraction": "REAL",
-    "frenkel_energy_eV": "REAL",
-    "drag_saddle_kg_per_s": "REAL",
-    "kramers_factor": "REAL",
-    "damping_regime": "TEXT",
-    "activation_energy_eV": "REAL",
-    "elastic_source": "TEXT",
-    "potential_backend": "TEXT",
-    "barrier_universal_eV": "REAL",
-    "log10_sigma_universal_S_per_cm": "REAL",
-    "universal_error_cause": "TEXT",
-    "experimental_sigma_S_per_cm": "REAL",
-    "band_gap_eV": "REAL",
-    "likely_electronic_conductor": "INTEGER",
-    "electronic_conductor_reason": "TEXT",
-    "status": "TEXT NOT NULL",
-    "error": "TEXT",
-    "error_cause": "TEXT",
-    "parameters_fingerprint": "TEXT",
-    "candidate_fingerprint": "TEXT",
-    "n_warnings": "INTEGER",
-    "warnings_summary": "TEXT",
-    **BOOKKEEPING_COLUMNS,
-}
+
+def _field_sql_type(annotation: Any) -> str:
+    """SQLite type of a CandidateResult field: REAL, INTEGER (int, bool) or TEXT."""
+    kinds = set(typing.get_args(annotation)) or {annotation}
+    kinds.discard(type(None))
+    if kinds <= {float}:
+        return "REAL"
+    if kinds and kinds <= {int, bool}:
+        return "INTEGER"
+    return "TEXT"
+
+
+def _declared_result_columns() -> dict[str, str]:
+    """Return the ``results`` columns from CandidateResult's ``column`` fields."""
+    fields = CandidateResult.model_fields
+    not_null = set(result_fields("not_null"))
+    columns = {
+        name: _field_sql_type(fields[name].annotation) + (" NOT NULL" if name in not_null else "")
+        for name in result_fields("column")
+    }
+    # derived in ranking_row, not fields
+    columns.update(sigma_tensor_method="TEXT", n_warnings="INTEGER", warnings_summary="TEXT")
+    return {**columns, **BOOKKEEPING_COLUMNS}
+
+
+#: The ``results`` table at creation (name -> SQL type): the CandidateResult fields marked
+#: ``column`` (types from their annotations) and the bookkeeping. Keys of ``ranking_row()``
+#: that are not listed are added as columns when first written (see :func:`insert_results`).
+RESULT_COLUMNS: dict[str, str] = _declared_result_columns()
 
 #: Descriptions of ``results`` columns that their CandidateResult field does not describe.
 _COLUMN_NOTES: dict[str, str] = {

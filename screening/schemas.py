@@ -70,22 +70,28 @@ class CandidateResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    candidate_id: str
-    formula: str | None = None
-    source: str
-    ion: str | None = None
-    status: Status
-    error: str | None = None
-    error_cause: str | None = None
-    temperature_K: float
-    parameters_fingerprint: str
+    candidate_id: str = Field(
+        json_schema_extra={"column": True, "contract": True, "not_null": True}
+    )
+    formula: str | None = Field(None, json_schema_extra={"column": True, "contract": True})
+    source: str = Field(json_schema_extra={"column": True, "contract": True})
+    ion: str | None = Field(None, json_schema_extra={"column": True, "contract": True})
+    status: Status = Field(json_schema_extra={"column": True, "contract": True, "not_null": True})
+    error: str | None = Field(None, json_schema_extra={"column": True, "contract": True})
+    error_cause: str | None = Field(None, json_schema_extra={"column": True})
+    temperature_K: float = Field(json_schema_extra={"column": True, "contract": True})
+    parameters_fingerprint: str = Field(json_schema_extra={"column": True})
     candidate_fingerprint: str | None = Field(
-        None, description="Hash of the candidate's structure and inputs (reuse key)."
+        None,
+        description="Hash of the candidate's structure and inputs (reuse key).",
+        json_schema_extra={"column": True},
     )
     provenance: dict[str, Any] = Field(default_factory=dict)
-    experimental_sigma_S_per_cm: float | None = None
+    experimental_sigma_S_per_cm: float | None = Field(None, json_schema_extra={"column": True})
     band_gap_eV: float | None = Field(
-        None, description="Band gap from the source (Materials Project summary), eV."
+        None,
+        description="Band gap from the source (Materials Project summary), eV.",
+        json_schema_extra={"column": True},
     )
     likely_electronic_conductor: bool | None = Field(
         None,
@@ -93,9 +99,12 @@ class CandidateResult(BaseModel):
         "d shell (not d0/d10), or the source's band gap is below 0.5 eV "
         "(iondrag.screening.electronic): likely an electronic or mixed conductor, not an "
         "electrolyte.",
+        json_schema_extra={"column": True},
     )
     electronic_conductor_reason: str | None = Field(
-        None, description="Which rule flagged likely_electronic_conductor."
+        None,
+        description="Which rule flagged likely_electronic_conductor.",
+        json_schema_extra={"column": True},
     )
 
     # potential and percolation
@@ -104,22 +113,33 @@ class CandidateResult(BaseModel):
         description="E_1D, the 1D percolation barrier: lowest energy above min U at which the "
         "ion's accessible region spans the crystal in one direction (= barrier_1d_eV). Not "
         "the ranking key: the table is ranked by sigma_S_per_cm.",
+        json_schema_extra={"column": True, "contract": True},
     )
-    barrier_1d_eV: float | None = Field(None, description="E_1D percolation barrier.")
+    barrier_1d_eV: float | None = Field(
+        None,
+        description="E_1D percolation barrier.",
+        json_schema_extra={"column": True, "record": "barrier_1d_eV"},
+    )
     barrier_2d_eV: float | None = Field(
         None,
         description="E_2D: percolation barrier in two directions (None: not below the ceiling).",
+        json_schema_extra={"column": True, "record": "barrier_2d_eV"},
     )
     barrier_3d_eV: float | None = Field(
-        None, description="E_3D: percolation barrier in three directions."
+        None,
+        description="E_3D: percolation barrier in three directions.",
+        json_schema_extra={"column": True, "record": "barrier_3d_eV"},
     )
     dimensionality: int | None = Field(
-        None, description="Highest d with E_d within dimensionality_window_eV of E_1."
+        None,
+        description="Highest d with E_d within dimensionality_window_eV of E_1.",
+        json_schema_extra={"column": True, "contract": True, "record": "dimensionality"},
     )
     path_barrier_eV: float | None = Field(
         None,
         description="Path-profile barrier: max - min of U along the relaxed minimum-energy "
         "path of the E_1D channel (what the path formula integrates over).",
+        json_schema_extra={"column": True, "record": "path_barrier_eV"},
     )
 
     # conductivity: two estimates, the headline (ranks the table) and the tensor
@@ -129,8 +149,11 @@ class CandidateResult(BaseModel):
         "headline_method (default path_entropic: the path formula along the E_1D channel, "
         "with the directions that open at E_2D and E_3D), combined over the three directions "
         "by the polycrystal average (parameters.polycrystal_average, default harmonic).",
+        json_schema_extra={"column": True, "contract": True},
     )
-    log10_sigma_S_per_cm: float | None = Field(None, description="log10 of sigma_S_per_cm.")
+    log10_sigma_S_per_cm: float | None = Field(
+        None, description="log10 of sigma_S_per_cm.", json_schema_extra={"column": True}
+    )
     sigma_xx_S_per_cm: float | None = Field(
         None,
         description="Second estimate, the single-crystal tensor (xx along Cartesian x of the "
@@ -138,33 +161,49 @@ class CandidateResult(BaseModel):
         "largest principal value equals the path formula's channel value "
         "(sigma_tensor_method). Its components can all exceed the headline, which averages "
         "over directions opening at the percolation barriers.",
+        json_schema_extra={"column": True, "contract": True},
     )
     sigma_yy_S_per_cm: float | None = Field(
-        None, description="Tensor estimate, yy component (see sigma_xx_S_per_cm)."
+        None,
+        description="Tensor estimate, yy component (see sigma_xx_S_per_cm).",
+        json_schema_extra={"column": True, "contract": True},
     )
     sigma_zz_S_per_cm: float | None = Field(
-        None, description="Tensor estimate, zz component (see sigma_xx_S_per_cm)."
+        None,
+        description="Tensor estimate, zz component (see sigma_xx_S_per_cm).",
+        json_schema_extra={"column": True, "contract": True},
     )
     sigma_tensor_S_per_cm: list[list[float]] | None = None
     anisotropy_ratio: float | None = Field(
-        None, description="Largest / smallest principal value of the tensor estimate."
+        None,
+        description="Largest / smallest principal value of the tensor estimate.",
+        json_schema_extra={"column": True, "record": "anisotropy_ratio"},
     )
     headline_method: str | None = Field(
-        None, description="Which estimate the headline sigma is (parameters.headline)."
+        None,
+        description="Which estimate the headline sigma is (parameters.headline).",
+        json_schema_extra={"column": True},
     )
     log10_sigma_path_S_per_cm: float | None = Field(
-        None, description="Path formula along the channel, as a rank-1 tensor's tr/3."
+        None,
+        description="Path formula along the channel, as a rank-1 tensor's tr/3.",
+        json_schema_extra={"column": True, "record": "log10_sigma_path"},
     )
     log10_sigma_path_entropic_S_per_cm: float | None = Field(
         None,
         description="Path formula with the channel's transverse entropy (Fick-Jacobs), "
         "times d/3 for d equivalent percolating directions.",
+        json_schema_extra={"column": True},
     )
     log10_sigma_homogenised_S_per_cm: float | None = Field(
-        None, description="Isotropic sigma of the 3D homogenised tensor on the grid."
+        None,
+        description="Isotropic sigma of the 3D homogenised tensor on the grid.",
+        json_schema_extra={"column": True, "record": "log10_sigma_homogenised"},
     )
     log10_sigma_overdamped_S_per_cm: float | None = Field(
-        None, description="The headline without the inertial (Kramers) factor."
+        None,
+        description="The headline without the inertial (Kramers) factor.",
+        json_schema_extra={"column": True, "record": "log10_sigma_overdamped"},
     )
     diffusion_tensor_m2_per_s: list[list[float]] | None = None
     diffusion_parallel_bound_m2_per_s: list[list[float]] | None = None
@@ -173,39 +212,52 @@ class CandidateResult(BaseModel):
         None,
         description="Ablation: the entropic path formula with one constant friction for every "
         "material (overdamped; the constant is CONSTANT_FRICTION_KG_PER_S).",
+        json_schema_extra={"column": True, "record": "log10_sigma_path_constant_drag"},
     )
     log10_sigma_global_lambda_S_per_cm: float | None = Field(
         None,
         description="Ablation: the headline sigma with one global Lambda (GLOBAL_LAMBDA) "
         "instead of the material's own.",
+        json_schema_extra={"column": True, "record": "log10_sigma_global_lambda"},
     )
     mobile_ion_density_per_m3: float | None = Field(
-        None, description="All mobile-ion sites (occupancy-weighted) per volume."
+        None,
+        description="All mobile-ion sites (occupancy-weighted) per volume.",
+        json_schema_extra={"column": True, "record": "mobile_ion_density_per_m3"},
     )
-    carrier_density_per_m3: float | None = None
+    carrier_density_per_m3: float | None = Field(
+        None, json_schema_extra={"record": "carrier_density_per_m3"}
+    )
     carrier_convention: str | None = None
     carrier_mechanism: str | None = Field(
         None,
         description="Dominant source of carriers at T: sublattice_vacancies (a partly "
         "occupied mobile-ion sublattice), intrinsic_frenkel (thermal Frenkel pairs), "
         "extrinsic_defects (the global extrinsic level) or all_ions (carrier statistics off).",
+        json_schema_extra={"column": True, "record": "carrier_mechanism"},
     )
     carrier_fraction: float | None = Field(
         None,
         description="Fraction of the mobile ions that find an empty neighbouring site at T: "
         "vacancy fraction of the sublattice + exp(-E_F/2kT) + extrinsic level, capped at 1.",
+        json_schema_extra={"column": True, "record": "carrier_fraction"},
     )
     sublattice_vacancy_fraction: float | None = Field(
-        None, description="Mean empty fraction of the mobile-ion sublattice's sites (0..1)."
+        None,
+        description="Mean empty fraction of the mobile-ion sublattice's sites (0..1).",
+        json_schema_extra={"column": True, "record": "sublattice_vacancy_fraction"},
     )
     frenkel_energy_eV: float | None = Field(
         None,
         description="Formation energy of the cheapest Frenkel pair in the force field (ion "
         "from its site to the lowest empty minimum, other mobile ions as screened Coulomb "
         "repulsion); None: no empty minimum below the refined level.",
+        json_schema_extra={"column": True, "record": "frenkel_energy_eV"},
     )
     log10_sigma_all_ions_S_per_cm: float | None = Field(
-        None, description="Ablation: the headline with every mobile ion a carrier."
+        None,
+        description="Ablation: the headline with every mobile ion a carrier.",
+        json_schema_extra={"record": "log10_sigma_all_ions"},
     )
     shared_site_treatment: str | None = Field(
         None,
@@ -213,11 +265,13 @@ class CandidateResult(BaseModel):
         "ions on every such site) or random_network (site exclusion in U and the "
         "arrangement factor of random draws in a >= 1e4-site supercell; "
         "iondrag.screening.disorder).",
+        json_schema_extra={"record": "shared_site_treatment"},
     )
     log10_arrangement_factor: float | None = Field(
         None,
         description="log10 of the conductance share (tr/3) that random arrangements of the "
         "framework ions on shared sites leave of the open network (mean over draws).",
+        json_schema_extra={"record": "log10_arrangement_factor"},
     )
     arrangement_spread_log10: float | None = Field(
         None, description="Standard deviation of log10 sigma over the arrangement draws."
@@ -229,11 +283,13 @@ class CandidateResult(BaseModel):
         None,
         description="E_MN = hbar omega of the mobile ion in the channel's lowest site "
         "(omega = sqrt(k/M), k the mean curvature of U there): the Meyer-Neldel energy.",
+        json_schema_extra={"record": "meyer_neldel_energy_eV"},
     )
     log10_sigma_meyer_neldel_S_per_cm: float | None = Field(
         None,
         description="The path headline with Meyer-Neldel compensation: every Boltzmann "
         "factor exp(-E/kT) times exp(E/E_MN).",
+        json_schema_extra={"record": "log10_sigma_meyer_neldel"},
     )
     log10_sigma_by_average_S_per_cm: dict[str, float | None] | None = Field(
         None,
@@ -241,15 +297,20 @@ class CandidateResult(BaseModel):
         "bruggeman, arithmetic) of the principal values, log10 S/cm.",
     )
     log10_sigma_uncompensated_S_per_cm: float | None = Field(
-        None, description="The path headline without Meyer-Neldel compensation."
+        None,
+        description="The path headline without Meyer-Neldel compensation.",
+        json_schema_extra={"record": "log10_sigma_uncompensated"},
     )
-    region_weight_fraction: float | None = None
+    region_weight_fraction: float | None = Field(
+        None, json_schema_extra={"record": "region_weight_fraction"}
+    )
 
     # drag and dynamics
     drag_saddle_kg_per_s: float | None = Field(
         None,
         description="Friction on the ion along its path at the saddle, t.gamma.t (t the "
         "path's unit tangent, gamma the drag tensor H Lambda H).",
+        json_schema_extra={"column": True, "contract": True, "record": "drag_saddle_kg_per_s"},
     )
     drag_floor_kg_per_s: float | None = None
     lambda_s3_per_kg: list[list[float]] | None = Field(
@@ -258,14 +319,24 @@ class CandidateResult(BaseModel):
         "the Christoffel equation) that turns the potential's curvature H into drag "
         "gamma = H Lambda H.",
     )
-    bulk_modulus_GPa: float | None = None
-    shear_modulus_GPa: float | None = None
-    elastic_source: str | None = None
+    bulk_modulus_GPa: float | None = Field(None, json_schema_extra={"record": "bulk_modulus_GPa"})
+    shear_modulus_GPa: float | None = Field(None, json_schema_extra={"record": "shear_modulus_GPa"})
+    elastic_source: str | None = Field(
+        None, json_schema_extra={"column": True, "record": "elastic_source"}
+    )
     density_kg_per_m3: float | None = None
     barrier_frequency_rad_per_s: float | None = None
-    reduced_friction: float | None = Field(None, description="g = gamma_par/(M omega_b).")
-    kramers_factor: float | None = None
-    damping_regime: str | None = None
+    reduced_friction: float | None = Field(
+        None,
+        description="g = gamma_par/(M omega_b).",
+        json_schema_extra={"record": "reduced_friction"},
+    )
+    kramers_factor: float | None = Field(
+        None, json_schema_extra={"column": True, "record": "kramers_factor"}
+    )
+    damping_regime: str | None = Field(
+        None, json_schema_extra={"column": True, "record": "damping_regime"}
+    )
     inertia_flag: bool | None = Field(None, description="gamma/M below omega_b at the saddle.")
 
     # Arrhenius
@@ -274,6 +345,7 @@ class CandidateResult(BaseModel):
         description="Arrhenius activation energy: slope of the headline's log(sigma T) "
         "against 1/T over arrhenius_temperatures_K (the carriers' climb and the path, "
         "together).",
+        json_schema_extra={"column": True, "record": "activation_energy_eV"},
     )
     arrhenius_prefactor_S_K_per_cm: float | None = None
     arrhenius_temperatures_K: list[float] | None = None
@@ -285,36 +357,54 @@ class CandidateResult(BaseModel):
         description="parameters.potential of the screen: bvse, or chgnet (the BVSE result "
         "plus CHGNet along the BVSE path in the *_universal_* fields). The headline is BVSE "
         "either way: CHGNet along the BVSE path ranked measured conductivities worse.",
+        json_schema_extra={"column": True, "universal": True},
     )
     barrier_universal_eV: float | None = Field(
-        None, description="CHGNet: max - min of U along the (relaxed) BVSE path."
+        None,
+        description="CHGNet: max - min of U along the (relaxed) BVSE path.",
+        json_schema_extra={"column": True, "universal": True, "record": "barrier_universal_eV"},
     )
     log10_sigma_universal_S_per_cm: float | None = Field(
         None,
         description="CHGNet: path formula with the CHGNet profile and saddle friction "
         "(isotropic tr/3 of the channel, Kramers factor as parameters.inertia_correction).",
+        json_schema_extra={
+            "column": True,
+            "universal": True,
+            "record": "log10_sigma_universal_S_per_cm",
+        },
     )
     drag_saddle_universal_kg_per_s: float | None = Field(
-        None, description="CHGNet: t (H Lambda H) t at the CHGNet saddle."
+        None,
+        description="CHGNet: t (H Lambda H) t at the CHGNet saddle.",
+        json_schema_extra={"universal": True},
     )
     kramers_factor_universal: float | None = Field(
-        None, description="CHGNet: Kramers' factor at the CHGNet saddle."
+        None,
+        description="CHGNet: Kramers' factor at the CHGNet saddle.",
+        json_schema_extra={"universal": True},
     )
     universal_path: dict[str, list[float]] | None = Field(
-        None, description="CHGNet profile: arc_length_A and energy_eV (relative to its minimum)."
+        None,
+        description="CHGNet profile: arc_length_A and energy_eV (relative to its minimum).",
+        json_schema_extra={"universal": True},
     )
     universal_details: dict[str, Any] | None = Field(
         None,
         description="CHGNet run summary: saddle Hessian (eV/A^2), calls, seconds, supercell, "
         "ordering of disorder, notes (iondrag.screening.universal.UniversalPathResult.summary).",
+        json_schema_extra={"universal": True},
     )
     universal_error: str | None = Field(
-        None, description="Why CHGNet failed for this candidate (the BVSE result is kept)."
+        None,
+        description="Why CHGNet failed for this candidate (the BVSE result is kept).",
+        json_schema_extra={"universal": True},
     )
     universal_error_cause: str | None = Field(
         None,
         description="Machine-readable cause: ml_extra_missing, ordering, universal_too_large, "
         "universal_potential or internal_error.",
+        json_schema_extra={"column": True, "universal": True, "record": "universal_error_cause"},
     )
 
     # bookkeeping
@@ -528,59 +618,42 @@ class CandidateResult(BaseModel):
         return "homogenised_shape_scaled_to_path_channel"
 
     def ranking_row(self) -> dict[str, Any]:
-        """Return the flat row of the ranking table (columns of the design contract and more)."""
-        return {
-            "candidate_id": self.candidate_id,
-            "formula": self.formula,
-            "source": self.source,
-            "ion": self.ion,
-            "temperature_K": self.temperature_K,
-            "barrier_eV": self.barrier_eV,
-            "barrier_1d_eV": self.barrier_1d_eV,
-            "barrier_2d_eV": self.barrier_2d_eV,
-            "barrier_3d_eV": self.barrier_3d_eV,
-            "dimensionality": self.dimensionality,
-            "path_barrier_eV": self.path_barrier_eV,
-            "sigma_S_per_cm": self.sigma_S_per_cm,
-            "log10_sigma_S_per_cm": self.log10_sigma_S_per_cm,
-            "sigma_xx_S_per_cm": self.sigma_xx_S_per_cm,
-            "sigma_yy_S_per_cm": self.sigma_yy_S_per_cm,
-            "sigma_zz_S_per_cm": self.sigma_zz_S_per_cm,
-            "anisotropy_ratio": self.anisotropy_ratio,
-            "headline_method": self.headline_method,
-            "sigma_tensor_method": self.sigma_tensor_method,
-            "log10_sigma_path_S_per_cm": self.log10_sigma_path_S_per_cm,
-            "log10_sigma_path_entropic_S_per_cm": self.log10_sigma_path_entropic_S_per_cm,
-            "log10_sigma_homogenised_S_per_cm": self.log10_sigma_homogenised_S_per_cm,
-            "log10_sigma_overdamped_S_per_cm": self.log10_sigma_overdamped_S_per_cm,
-            "log10_sigma_path_constant_drag_S_per_cm": self.log10_sigma_path_constant_drag_S_per_cm,
-            "log10_sigma_global_lambda_S_per_cm": self.log10_sigma_global_lambda_S_per_cm,
-            "mobile_ion_density_per_m3": self.mobile_ion_density_per_m3,
-            "carrier_mechanism": self.carrier_mechanism,
-            "carrier_fraction": self.carrier_fraction,
-            "sublattice_vacancy_fraction": self.sublattice_vacancy_fraction,
-            "frenkel_energy_eV": self.frenkel_energy_eV,
-            "drag_saddle_kg_per_s": self.drag_saddle_kg_per_s,
-            "kramers_factor": self.kramers_factor,
-            "damping_regime": self.damping_regime,
-            "activation_energy_eV": self.activation_energy_eV,
-            "elastic_source": self.elastic_source,
-            "potential_backend": self.potential_backend,
-            "barrier_universal_eV": self.barrier_universal_eV,
-            "log10_sigma_universal_S_per_cm": self.log10_sigma_universal_S_per_cm,
-            "universal_error_cause": self.universal_error_cause,
-            "experimental_sigma_S_per_cm": self.experimental_sigma_S_per_cm,
-            "band_gap_eV": self.band_gap_eV,
-            "likely_electronic_conductor": self.likely_electronic_conductor,
-            "electronic_conductor_reason": self.electronic_conductor_reason,
-            "status": self.status,
-            "error": self.error,
-            "error_cause": self.error_cause,
-            "parameters_fingerprint": self.parameters_fingerprint,
-            "candidate_fingerprint": self.candidate_fingerprint,
-            "n_warnings": len(self.warnings),
-            "warnings_summary": "; ".join(self.warnings) or None,
-        }
+        """Return the flat row of the ranking table (columns of the design contract and more).
+
+        The fields marked ``column`` (:func:`result_fields`), then the derived
+        ``sigma_tensor_method``, ``n_warnings`` and ``warnings_summary``.
+        """
+        row = {name: getattr(self, name) for name in result_fields("column")}
+        row["sigma_tensor_method"] = self.sigma_tensor_method
+        row["n_warnings"] = len(self.warnings)
+        row["warnings_summary"] = "; ".join(self.warnings) or None
+        return row
+
+
+def result_fields(mark: str) -> tuple[str, ...]:
+    """Fields of :class:`CandidateResult` whose metadata carry ``mark``, in field order.
+
+    The marks (``json_schema_extra`` of each field) are the one place that says what a field
+    is for: ``column`` (a column of the ranking table), ``contract`` (a column outside
+    checks rely on), ``not_null``, ``universal`` (filled by the universal-potential
+    backend) and ``record`` (copied into validate's per-structure records, under the name
+    given: :func:`record_fields`).
+    """
+    return tuple(
+        name
+        for name, info in CandidateResult.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(mark)
+    )
+
+
+def record_fields() -> dict[str, str]:
+    """Return validate's record name -> CandidateResult field (the ``record`` mark)."""
+    out: dict[str, str] = {}
+    for name in result_fields("record"):
+        extra = CandidateResult.model_fields[name].json_schema_extra
+        assert isinstance(extra, dict)
+        out[str(extra["record"])] = name
+    return out
 
 
 class CandidateGrids(BaseModel):

@@ -73,6 +73,7 @@ from iondrag.screening.drag import drag_floor_kg_per_s, drag_tensor
 from iondrag.screening.errors import IondragError
 from iondrag.screening.mobility import damping_regime, kramers_factor, path_mobility
 from iondrag.screening.parameters import UniversalSettings
+from iondrag.screening.schemas import result_fields
 from iondrag.screening.units import S_PER_M_TO_S_PER_CM
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -104,18 +105,8 @@ __all__ = [
     "universal_transport",
 ]
 
-#: CandidateResult fields taken from :func:`universal_fields`.
-UNIVERSAL_RESULT_FIELDS: tuple[str, ...] = (
-    "potential_backend",
-    "barrier_universal_eV",
-    "log10_sigma_universal_S_per_cm",
-    "drag_saddle_universal_kg_per_s",
-    "kramers_factor_universal",
-    "universal_path",
-    "universal_details",
-    "universal_error",
-    "universal_error_cause",
-)
+#: CandidateResult fields taken from :func:`universal_fields` (those marked ``universal``).
+UNIVERSAL_RESULT_FIELDS: tuple[str, ...] = result_fields("universal")
 
 #: Name recorded as ``potential_backend`` for this backend.
 BACKEND_NAME = "chgnet"

@@ -37,7 +37,7 @@ from iondrag.screening.metrics import (
     family_halves,
 )
 from iondrag.screening.parameters import ScreeningParameters
-from iondrag.screening.schemas import finite_or_none
+from iondrag.screening.schemas import finite_or_none, record_fields
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from iondrag.screening.candidates import Candidate
@@ -47,45 +47,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 # Scoring (serial or in worker processes)
 # ---------------------------------------------------------------------------------------
 
-#: CandidateResult fields copied into the per-structure records (record name -> field).
-_RESULT_FIELDS: dict[str, str] = {
-    "log10_sigma_path": "log10_sigma_path_S_per_cm",
-    "log10_sigma_homogenised": "log10_sigma_homogenised_S_per_cm",
-    "log10_sigma_overdamped": "log10_sigma_overdamped_S_per_cm",
-    "log10_sigma_path_constant_drag": "log10_sigma_path_constant_drag_S_per_cm",
-    "log10_sigma_global_lambda": "log10_sigma_global_lambda_S_per_cm",
-    "log10_sigma_all_ions": "log10_sigma_all_ions_S_per_cm",
-    "log10_sigma_meyer_neldel": "log10_sigma_meyer_neldel_S_per_cm",
-    "log10_sigma_uncompensated": "log10_sigma_uncompensated_S_per_cm",
-    "meyer_neldel_energy_eV": "meyer_neldel_energy_eV",
-    "shared_site_treatment": "shared_site_treatment",
-    "log10_arrangement_factor": "log10_arrangement_factor",
-    "carrier_mechanism": "carrier_mechanism",
-    "carrier_fraction": "carrier_fraction",
-    "sublattice_vacancy_fraction": "sublattice_vacancy_fraction",
-    "frenkel_energy_eV": "frenkel_energy_eV",
-    "barrier_1d_eV": "barrier_1d_eV",
-    "barrier_2d_eV": "barrier_2d_eV",
-    "barrier_3d_eV": "barrier_3d_eV",
-    "mobile_ion_density_per_m3": "mobile_ion_density_per_m3",
-    "dimensionality": "dimensionality",
-    "anisotropy_ratio": "anisotropy_ratio",
-    "kramers_factor": "kramers_factor",
-    "damping_regime": "damping_regime",
-    "elastic_source": "elastic_source",
-    "log10_sigma_universal_S_per_cm": "log10_sigma_universal_S_per_cm",
-    "barrier_universal_eV": "barrier_universal_eV",
-    "universal_error_cause": "universal_error_cause",
-    # further descriptors of the learned model (screening/learning.py)
-    "path_barrier_eV": "path_barrier_eV",
-    "carrier_density_per_m3": "carrier_density_per_m3",
-    "region_weight_fraction": "region_weight_fraction",
-    "drag_saddle_kg_per_s": "drag_saddle_kg_per_s",
-    "bulk_modulus_GPa": "bulk_modulus_GPa",
-    "shear_modulus_GPa": "shear_modulus_GPa",
-    "reduced_friction": "reduced_friction",
-    "activation_energy_eV": "activation_energy_eV",
-}
+#: CandidateResult fields copied into the per-structure records (record name -> field): the
+#: fields marked ``record`` (iondrag.screening.schemas.record_fields).
+_RESULT_FIELDS: dict[str, str] = record_fields()
 
 
 def _score_file(

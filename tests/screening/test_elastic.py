@@ -142,3 +142,17 @@ def test_stored_lebedev_rule_is_scipys_bit_for_bit():
     assert np.array_equal(points, expected_points) and np.array_equal(weights, expected_weights)
     other_points, _ = lebedev_points(7)  # not stored: from scipy
     assert np.array_equal(other_points, lebedev_rule(7)[0])
+
+
+def test_hill_moduli_agree_with_pymatgens_elastic_tensor() -> None:
+    """An independent reference: pymatgen's ElasticTensor.k_vrh and g_vrh."""
+    from pymatgen.analysis.elasticity.elastic import ElasticTensor
+
+    rng = np.random.default_rng(17)
+    for _ in range(50):
+        a = rng.normal(size=(6, 6))
+        voigt = 20.0 * a @ a.T + 30.0 * np.eye(6)  # positive definite, anisotropic, GPa
+        reference = ElasticTensor.from_voigt(voigt)
+        bulk, shear = hill_moduli_GPa(voigt)
+        assert bulk == pytest.approx(float(reference.k_vrh), rel=1e-12)
+        assert shear == pytest.approx(float(reference.g_vrh), rel=1e-12)
