@@ -53,7 +53,7 @@ import pandas as pd
 from iondrag.screening.candidates import Candidate
 from iondrag.screening.errors import IondragError
 from iondrag.screening.parameters import ScreeningParameters
-from iondrag.screening.schemas import CandidateResult, result_fields
+from iondrag.screening.schemas import DERIVED_COLUMNS, CandidateResult, result_fields
 
 __all__ = [
     "BOOKKEEPING_COLUMNS",
@@ -130,8 +130,7 @@ def _declared_result_columns() -> dict[str, str]:
         name: _field_sql_type(fields[name].annotation) + (" NOT NULL" if name in not_null else "")
         for name in result_fields("column")
     }
-    # derived in ranking_row, not fields
-    columns.update(sigma_tensor_method="TEXT", n_warnings="INTEGER", warnings_summary="TEXT")
+    columns.update({name: _field_sql_type(kind) for name, kind in DERIVED_COLUMNS.items()})
     return {**columns, **BOOKKEEPING_COLUMNS}
 
 

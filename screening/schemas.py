@@ -624,10 +624,21 @@ class CandidateResult(BaseModel):
         ``sigma_tensor_method``, ``n_warnings`` and ``warnings_summary``.
         """
         row = {name: getattr(self, name) for name in result_fields("column")}
-        row["sigma_tensor_method"] = self.sigma_tensor_method
-        row["n_warnings"] = len(self.warnings)
-        row["warnings_summary"] = "; ".join(self.warnings) or None
-        return row
+        derived = {
+            "sigma_tensor_method": self.sigma_tensor_method,
+            "n_warnings": len(self.warnings),
+            "warnings_summary": "; ".join(self.warnings) or None,
+        }
+        assert derived.keys() == DERIVED_COLUMNS.keys()
+        return row | derived
+
+
+#: Columns of :meth:`CandidateResult.ranking_row` computed from fields, with their types.
+DERIVED_COLUMNS: dict[str, type] = {
+    "sigma_tensor_method": str,
+    "n_warnings": int,
+    "warnings_summary": str,
+}
 
 
 def result_fields(mark: str) -> tuple[str, ...]:

@@ -356,15 +356,22 @@ def _add_param_option(group: Any, example: str) -> None:
     )
 
 
+#: Options with a flag of their own: ScreeningParameters field -> (flag, value parser).
+_PHYSICS_FLAGS: dict[str, tuple[str, Any]] = {
+    "ion": ("--ion", None),
+    "temperature_K": ("--temperature", _float),
+    "grid_spacing_A": ("--grid", _float),
+    "potential": ("--potential", None),
+    "elastic": ("--elastic", None),
+}
+
+
 def _add_physics_options(group: Any) -> None:
-    """--ion, --temperature, --grid, --potential and --elastic, from ScreeningParameters."""
+    """Add the options of :data:`_PHYSICS_FLAGS`, from ScreeningParameters' fields."""
     from iondrag.screening.parameters import ScreeningParameters
 
-    _add_field_option(group, "--ion", ScreeningParameters, "ion")
-    _add_field_option(group, "--temperature", ScreeningParameters, "temperature_K", parse=_float)
-    _add_field_option(group, "--grid", ScreeningParameters, "grid_spacing_A", parse=_float)
-    _add_field_option(group, "--potential", ScreeningParameters, "potential")
-    _add_field_option(group, "--elastic", ScreeningParameters, "elastic")
+    for name, (flag, parse) in _PHYSICS_FLAGS.items():
+        _add_field_option(group, flag, ScreeningParameters, name, parse=parse)
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,15 +417,6 @@ def _model_values(args: argparse.Namespace, model: Any) -> dict[str, Any]:
     return {
         name: value
         for name in model.model_fields
-        if (value := getattr(args, name, None)) is not None
-    }
-
-
-def _backend_options(args: argparse.Namespace) -> dict[str, str]:
-    """ScreeningParameters fields set by --potential / --elastic (only when given)."""
-    return {
-        name: value
-        for name in ("potential", "elastic")
         if (value := getattr(args, name, None)) is not None
     }
 
@@ -1398,12 +1396,8 @@ def _elastic_preparation(parameters: Any) -> Any:
 
 #: ScreeningParameters fields that have a dedicated option of their own.
 _DEDICATED_FLAGS: dict[str, str] = {
-    "temperature_K": "--temperature",
-    "grid_spacing_A": "--grid",
-    "ion": "--ion",
+    **{name: flag for name, (flag, _) in _PHYSICS_FLAGS.items()},
     "arrhenius_temperatures_K": "--arrhenius",
-    "potential": "--potential",
-    "elastic": "--elastic",
 }
 
 
@@ -1415,7 +1409,8 @@ def _params_text() -> str:
     lines = [
         "Physics parameters: --param KEY=VALUE in `iondrag screen` and `iondrag validate` "
         "(repeatable; wins over the dedicated options; VALUE is JSON where it parses, e.g. "
-        "true, 0.3, [300,400]). Fields of ScreeningParameters, also ScreenMaker(KEY=...).",
+        "true, 0.3, [300,400]). Fields of ScreeningParameters, also "
+        "ScreenMaker.from_options(KEY=...).",
         "",
     ]
     for row in parameter_table():
