@@ -32,10 +32,11 @@ from iondrag.screening.parameters import ScreeningParameters
 TRANSIENT_CAUSES = frozenset({"worker_crashed"})
 
 
-#: Modules of ``screening`` that no record depends on (the learned model reads records, it
-#: does not make them): editing them keeps the journal valid, so ``iondrag learn`` reruns in
-#: seconds while its own code changes.
-NOT_SCORING_MODULES = frozenset({"learning.py"})
+#: Modules of the physics (:mod:`iondrag.screening`) that no record depends on: the learned
+#: model and the validation metrics read records, they do not make them, and ``text`` only
+#: escapes names for printing. Editing them keeps the journal valid, so ``iondrag learn``
+#: and the metrics rerun in seconds while their own code changes.
+NOT_SCORING_MODULES = frozenset({"learning.py", "metrics.py", "text.py"})
 
 #: Libraries whose version enters the key (a new release may change a structure's numbers).
 KEYED_LIBRARIES = ("numpy", "scipy", "pymatgen", "spglib", "chgnet", "torch")
@@ -45,13 +46,26 @@ KEYED_LIBRARIES = ("numpy", "scipy", "pymatgen", "spglib", "chgnet", "torch")
 BVSE_LIBRARIES = ("numpy", "scipy", "pymatgen", "spglib")
 
 
+def science_package() -> Path:
+    """Return the folder of :mod:`iondrag.screening`, the code every record depends on.
+
+    Located through the physics package itself, not through this file: the journal is an
+    adapter and lives in another folder.
+    """
+    import iondrag.screening
+
+    return Path(iondrag.screening.__file__).resolve().parent
+
+
 @cache
 def code_fingerprint(libraries: tuple[str, ...] = KEYED_LIBRARIES) -> str:
     """Return a digest of iondrag's science code, its data and its libraries' versions (hex).
 
-    Covers every ``.py`` file of the ``screening`` package but :data:`NOT_SCORING_MODULES`,
-    the force-field tables of the data folder and the installed versions of ``libraries``
-    (default :data:`KEYED_LIBRARIES`): records scored by other code are never reused.
+    Covers every ``.py`` file of the physics package (:func:`science_package`) but
+    :data:`NOT_SCORING_MODULES`, the CIF reader that turns a file into a candidate
+    (:mod:`iondrag.adapters.sources.cif`), the force-field tables of the data folder and the
+    installed versions of ``libraries`` (default :data:`KEYED_LIBRARIES`): records scored
+    by other code are never reused.
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -61,12 +75,15 @@ def code_fingerprint(libraries: tuple[str, ...] = KEYED_LIBRARIES) -> str:
             digest.update(f"{library}=={version(library)}".encode())
         except PackageNotFoundError:
             digest.update(f"{library} absent".encode())
-    package = Path(__file__).resolve().parent
+    from iondrag.adapters.sources import cif
+
+    package = science_package()
     files = [
         path
         for path in sorted(package.rglob("*.py"))
         if path.relative_to(package).as_posix() not in NOT_SCORING_MODULES
-    ] + sorted((data_dir() / "forcefield").rglob("*"))
+    ]
+    files += [Path(cif.__file__).resolve(), *sorted((data_dir() / "forcefield").rglob("*"))]
     for path in files:
         if path.is_file():
             digest.update(path.relative_to(path.parents[1]).as_posix().encode())

@@ -362,6 +362,8 @@ def run_learn(
         "format": FORMAT,
         "iondrag_version": __version__,
         "code_fingerprint": code_fingerprint(BVSE_LIBRARIES),
+        # the physics source alone, without library versions: tells which of the two changed
+        "source_fingerprint": code_fingerprint(()),
         "parameters": parameters.model_dump(mode="json"),
         "sklearn_version": sklearn.__version__,
         "data": {
@@ -471,9 +473,14 @@ def load_model(path: Path, parameters: ScreeningParameters | None = None) -> Lea
             f"running {sklearn.__version__}"
         )
     if meta.get("code_fingerprint") != code_fingerprint(BVSE_LIBRARIES):
-        notes.append(
-            "the physics code or its libraries changed since training (retrain: docs/learning.md)"
-        )
+        changed = "the physics code or its libraries"
+        if "source_fingerprint" in meta:
+            changed = (
+                "the physics code"
+                if meta["source_fingerprint"] != code_fingerprint(())
+                else f"the libraries ({', '.join(BVSE_LIBRARIES)})"
+            )
+        notes.append(f"{changed} changed since training (retrain: docs/learning.md)")
     if parameters is not None:
         trained = meta.get("parameters") or {}
         now = parameters.model_dump(mode="json")

@@ -386,10 +386,6 @@ def load_cif_candidate(path: str | Path, *, ion: str | None = None) -> Candidate
 ParallelMap = Callable[[Callable[[Any], Any], Sequence[Any], int], list[Any]]
 
 
-def _serial_map(function: Callable[[Any], Any], items: Sequence[Any], workers: int) -> list[Any]:
-    return [function(item) for item in items]
-
-
 def load_cif_candidates(
     path: str | Path,
     *,
@@ -428,7 +424,10 @@ def load_cif_candidates(
         workers = os.cpu_count() or 1
     files = find_cif_files(path)
     load = partial(load_cif_candidate, ion=ion)
-    loaded = (parallel_map or _serial_map)(load, files, workers)
+    if parallel_map is None:
+        loaded = [load(file) for file in files]
+    else:
+        loaded = parallel_map(load, files, workers)
     return _fail_duplicates(files, loaded)
 
 

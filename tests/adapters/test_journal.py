@@ -86,3 +86,29 @@ def test_a_new_library_release_changes_the_fingerprint(monkeypatch) -> None:
         assert code_fingerprint() != installed
     finally:
         code_fingerprint.cache_clear()
+
+
+def test_an_edit_of_the_physics_changes_the_fingerprint(tmp_path: Path, monkeypatch) -> None:
+    """The journal is an adapter in another folder: it must hash the physics package."""
+    import shutil
+
+    from iondrag.adapters import journal
+
+    assert (journal.science_package() / "transport.py").is_file()
+    copy = tmp_path / "screening"
+    shutil.copytree(journal.science_package(), copy)
+    code_fingerprint.cache_clear()
+    monkeypatch.setattr(journal, "science_package", lambda: copy)
+    try:
+        unedited = code_fingerprint()
+        with (copy / "transport.py").open("a") as handle:
+            handle.write("\n# an edit\n")
+        code_fingerprint.cache_clear()
+        edited = code_fingerprint()
+        with (copy / "metrics.py").open("a") as handle:
+            handle.write("\n# an edit of a module no record depends on\n")
+        code_fingerprint.cache_clear()
+        assert code_fingerprint() == edited
+    finally:
+        code_fingerprint.cache_clear()
+    assert edited != unedited

@@ -2,7 +2,7 @@
 and the Materials Project retry budget through the command line.
 
 Extends tests/workflows (one kill after two rows, two screens at two temperatures, a killed
-worker of ``score_candidates``) and tests/screening/sources/test_mp.py (retry budgets of
+worker of ``score_candidates``) and tests/adapters/sources/test_mp.py (retry budgets of
 the client): here the kills land at seeded random moments (also before the first row and
 while CIFs load), only the main process is killed once (its workers must not outlive it),
 a worker is killed under the CLI, three writers share one database (two sources, and the

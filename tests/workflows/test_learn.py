@@ -50,6 +50,45 @@ def test_model_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
     assert any("temperature_K" in n for n in other.meta["load_notes"])
 
 
+def test_the_load_note_names_what_changed_since_training(tmp_path: Path) -> None:
+    from iondrag.adapters.journal import BVSE_LIBRARIES, code_fingerprint
+
+    model = synthetic_model()
+    current = {
+        "code_fingerprint": code_fingerprint(BVSE_LIBRARIES),
+        "source_fingerprint": code_fingerprint(()),
+    }
+    cases = {
+        "none": (current, None),
+        "code": ({"code_fingerprint": "x", "source_fingerprint": "y"}, "the physics code "),
+        "libraries": ({**current, "code_fingerprint": "x"}, "the libraries (numpy"),
+        "old file": ({"code_fingerprint": "x"}, "the physics code or its libraries"),
+    }
+    for name, (fingerprints, expected) in cases.items():
+        model.meta = {**synthetic_model().meta, **fingerprints}
+        path, _ = save_model(model, tmp_path / f"{name.replace(' ', '-')}.joblib")
+        notes = [n for n in load_model(path).meta["load_notes"] if "since training" in n]
+        if expected is None:
+            assert notes == [], name
+        else:
+            assert len(notes) == 1 and notes[0].startswith(expected), (name, notes)
+
+
+def test_the_shipped_model_was_trained_on_this_physics_code() -> None:
+    """Any edit of the physics (``iondrag.screening``) needs the default model retrained.
+
+    Library versions are not compared here: CI may install newer releases than the ones the
+    model was trained with, which the screen reports as a load note, not as a failure.
+    """
+    from iondrag.adapters.journal import code_fingerprint
+    from iondrag.workflows.learn import RETRAIN_COMMAND, default_model_path
+
+    model = load_model(default_model_path())
+    assert model.meta.get("source_fingerprint") == code_fingerprint(()), (
+        f"the shipped model predates an edit of the physics code; retrain: {RETRAIN_COMMAND}"
+    )
+
+
 def test_a_model_needing_physics_this_iondrag_lacks_is_refused(tmp_path: Path) -> None:
     model = synthetic_model()
     model.feature_names = (*model.feature_names[:-1], "formation_energy_eV")

@@ -44,7 +44,7 @@ def test_unstable_or_missing_tensor_is_refused() -> None:
 
 @pytest.mark.ml
 @pytest.mark.slow
-def test_chgnet_elastic_flow_for_candidates_without_data() -> None:
+def test_chgnet_elastic_flow_for_candidates_without_data(tmp_path) -> None:
     pytest.importorskip("torch", reason="the ml extra (torch) is not installed")
     pytest.importorskip("chgnet", reason="the ml extra (chgnet) is not installed")
     pytest.importorskip("atomate2.forcefields", reason="atomate2 is not installed")
@@ -65,7 +65,8 @@ def test_chgnet_elastic_flow_for_candidates_without_data() -> None:
     ]
     job = attach_chgnet_elastic(candidates)
     store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
-    responses = run_locally(job, store=store, ensure_success=True, log=False)
+    # atomate2's relaxations write their files in the working folder: keep them in tmp_path
+    responses = run_locally(job, store=store, ensure_success=True, log=False, root_dir=tmp_path)
     # the replaced flow's last job is the merge; find its output among the responses
     outputs = [
         r.output
