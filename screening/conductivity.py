@@ -46,8 +46,10 @@ def anisotropy_ratio(tensor: np.ndarray, floor_fraction: float = 1e-12) -> float
 
     A direction that does not conduct would make the ratio infinite; eigenvalues are floored
     at ``floor_fraction`` times the largest so that the result stays finite (then it reads
-    1/floor_fraction).
+    1/floor_fraction). NaN for a tensor that is not known (non-finite entries).
     """
+    if not np.all(np.isfinite(tensor)):
+        return float("nan")
     values = np.linalg.eigvalsh(0.5 * (tensor + tensor.T))
     top = float(values.max())
     if top <= 0:

@@ -87,6 +87,12 @@ class GridTooLargeError(IondragError):
     cause = "grid_too_large"
 
 
+class HomogenisationError(IondragError):
+    """The 3D cell problem was not solved and the headline asked for needs it."""
+
+    cause = "homogenisation_not_solved"
+
+
 class NoPercolationError(IondragError):
     """No percolating channel below the energy ceiling: the ion is trapped."""
 

@@ -26,7 +26,6 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import cg, splu
 
-from iondrag.screening.errors import GridTooLargeError
 from iondrag.screening.memory import direct_solver_allowance_MB, direct_solver_MB
 from iondrag.screening.units import (
     AMU_KG,
@@ -296,6 +295,9 @@ class HomogenisedDiffusion:
         ln of Z over the whole grid (same units and reference).
     n_nodes, n_couplings
         Size of the finite-element problem.
+    unsolved_reason
+        Why the cell problem was not solved (D_eff is then NaN; the bounds and partition
+        functions stay valid), or None when it was.
     """
 
     diffusion_m2_per_s: np.ndarray
@@ -305,6 +307,12 @@ class HomogenisedDiffusion:
     log_partition_cell: float
     n_nodes: int
     n_couplings: int
+    unsolved_reason: str | None = None
+
+    @property
+    def solved(self) -> bool:
+        """Whether D_eff was computed (False: the solvers failed within their budgets)."""
+        return self.unsolved_reason is None
 
     @property
     def region_weight_fraction(self) -> float:
@@ -396,6 +404,10 @@ def selling_decomposition(
     return np.maximum(weights, 0.0), offsets
 
 
+class CellProblemNotSolved(ArithmeticError):
+    """The cell problem defeated both solvers within their budgets (message: why)."""
+
+
 def _solve_cell_problem(matrix, rhs: np.ndarray) -> np.ndarray:
     """Solve K chi = rhs for the periodic corrector (K singular: constants per component).
 
@@ -418,25 +430,33 @@ def _solve_cell_problem(matrix, rhs: np.ndarray) -> np.ndarray:
     # the diagonally scaled graph Laplacian is well conditioned: conjugate gradients converge
     # in tens of iterations, where sparse LU suffers fill-in on 3D stencils
     solution = np.zeros_like(scaled_rhs)
-    converged = True
+    residual = 0.0
     for k in range(rhs.shape[1]):
         if not np.any(scaled_rhs[:, k]):
             continue
         solution[:, k], info = cg(scaled, scaled_rhs[:, k], rtol=CG_RTOL, maxiter=CG_MAX_ITERATIONS)
-        converged &= info == 0
-    if not converged:
+        if info != 0:
+            reached = np.linalg.norm(scaled_rhs[:, k] - scaled @ solution[:, k])
+            residual = max(residual, float(reached / np.linalg.norm(scaled_rhs[:, k])))
+    if residual > 0.0:
+        stalled = (
+            f"the homogenisation's conjugate gradients stalled at a relative residual of "
+            f"{residual:.1e} (target {CG_RTOL:g}, {CG_MAX_ITERATIONS} iterations)"
+        )
         if len(free) > DIRECT_SOLVER_MAX_NODES:
-            raise ArithmeticError(f"homogenisation solver did not converge ({len(free)} nodes)")
+            raise CellProblemNotSolved(
+                f"{stalled}; {len(free)} unknowns are too many for the sparse LU "
+                f"({DIRECT_SOLVER_MAX_NODES})"
+            )
         # the LU's fill-in grows as n^1.6 (1 GB at 20,000 unknowns): only within what the
         # memory budget leaves (iondrag.screening.memory)
         allowance = direct_solver_allowance_MB()
         needed = direct_solver_MB(len(free))
         if allowance is not None and needed > allowance:
-            raise GridTooLargeError(
-                f"the homogenisation's conjugate gradients did not converge and its sparse LU "
-                f"on {len(free)} unknowns needs ~{needed:.0f} MB, more than the memory budget "
-                f"leaves (~{max(allowance, 0.0):.0f} MB); raise the budget "
-                "(IONDRAG_MEMORY_BUDGET_MB or --param memory_budget_MB) or use a coarser --grid"
+            raise CellProblemNotSolved(
+                f"{stalled}; the sparse LU on {len(free)} unknowns needs ~{needed:.0f} MB, "
+                f"more than the memory budget leaves (~{max(allowance, 0.0):.0f} MB; "
+                "IONDRAG_MEMORY_BUDGET_MB or --param memory_budget_MB raise it)"
             )
         solution = splu(scaled.tocsc(), permc_spec="COLAMD").solve(scaled_rhs)
     chi[free] = solution * scale[:, None]
@@ -551,15 +571,29 @@ def homogenised_diffusion(
         rhs[:, k] = np.bincount(head, weights=drive, minlength=n) - np.bincount(
             tail, weights=drive, minlength=n
         )
-    chi = _solve_cell_problem(matrix, rhs)
-    increments = vector + chi[tail] - chi[head]  # (edges, 3) A
-    effective = np.einsum("e,ek,el->kl", coupling, increments, increments) / z_region
     n_couplings = len(coupling)
     if n == len(flat_energy) and np.all(finite):
         inverse_mean = np.einsum("r,rij->ij", 1.0 / weight, np.linalg.inv(diffusion_nodes))
         series = np.linalg.inv(inverse_mean * weight.sum() / n**2)
     else:
         series = np.zeros((3, 3))
+    try:
+        chi = _solve_cell_problem(matrix, rhs)
+    except CellProblemNotSolved as unsolved:
+        # the tensor is a second estimate: a cell problem the solvers cannot do within their
+        # budgets leaves D_eff unknown (NaN) and says why, it does not fail the candidate
+        return HomogenisedDiffusion(
+            diffusion_m2_per_s=np.full((3, 3), np.nan),
+            parallel_bound_m2_per_s=parallel,
+            series_bound_m2_per_s=series,
+            log_partition_region=log_z_region,
+            log_partition_cell=log_z_cell,
+            n_nodes=n,
+            n_couplings=n_couplings,
+            unsolved_reason=str(unsolved),
+        )
+    increments = vector + chi[tail] - chi[head]  # (edges, 3) A
+    effective = np.einsum("e,ek,el->kl", coupling, increments, increments) / z_region
     return HomogenisedDiffusion(
         diffusion_m2_per_s=0.5 * (effective + effective.T),
         parallel_bound_m2_per_s=parallel,

@@ -34,8 +34,8 @@ def finite_or_none(value: float | np.floating[Any] | None) -> float | None:
 
 
 def matrix_list(array: np.ndarray | None) -> list[list[float]] | None:
-    """Convert a 3x3 array to nested lists for JSON (None stays None)."""
-    if array is None:
+    """Convert a 3x3 array to nested lists for JSON (None, or any non-finite entry: None)."""
+    if array is None or not np.all(np.isfinite(array)):
         return None
     return [[float(x) for x in row] for row in np.asarray(array)]
 
@@ -615,6 +615,8 @@ class CandidateResult(BaseModel):
             return None
         if self.headline_method == "homogenised":
             return "homogenised"
+        if self.sigma_tensor_S_per_cm is None:
+            return None  # the cell problem was not solved (see the warnings)
         return "homogenised_shape_scaled_to_path_channel"
 
     def ranking_row(self) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from iondrag.screening.conductivity import (
 )
 from iondrag.screening.drag import drag_floor_kg_per_s, drag_tensor, regularised_drag
 from iondrag.screening.elastic import lambda_isotropic
+from iondrag.screening.errors import HomogenisationError
 from iondrag.screening.forcefield import PairField, coulomb_pair_parameters
 from iondrag.screening.mobility import (
     HomogenisedDiffusion,
@@ -338,6 +339,8 @@ def _log10_homogenised(
         regularised_drag(channel.gamma_region_kg_per_s, floor),
         temperature,
     )
+    if not homog.solved:
+        return float("nan")
     sigma = (
         nernst_einstein_S_per_m(homog.diffusion_m2_per_s, carriers, charge, temperature)
         * S_PER_M_TO_S_PER_CM
@@ -672,11 +675,22 @@ def transport(
         nernst_einstein_S_per_m(homog.diffusion_m2_per_s, carriers, charge, temperature)
         * S_PER_M_TO_S_PER_CM
     )
-    homog_principal = np.linalg.eigvalsh(0.5 * (sigma_homog + sigma_homog.T))
-    top = float(np.max(homog_principal))
-    homog_estimate = (
-        _log10(top) + model.polycrystal(homog_principal / top) if top > 0 else float("-inf")
-    )
+    if homog.solved:
+        homog_principal = np.linalg.eigvalsh(0.5 * (sigma_homog + sigma_homog.T))
+        top = float(np.max(homog_principal))
+        homog_estimate = (
+            _log10(top) + model.polycrystal(homog_principal / top) if top > 0 else float("-inf")
+        )
+    else:
+        if parameters.headline == "homogenised":
+            raise HomogenisationError(
+                f"the headline (homogenised) is unknown: {homog.unsolved_reason}"
+            )
+        top, homog_estimate = float("nan"), float("nan")
+        notes.append(
+            f"no tensor estimate (sigma_xx/yy/zz): {homog.unsolved_reason}; the headline, "
+            "the path formula, does not need it"
+        )
     path_plain = model.path_estimate(boltzmann, False, gamma_path) + log_inertia
     path_entropic = model.path_estimate(boltzmann, True, gamma_path) + log_inertia
     headline = {"homogenised": homog_estimate + log_inertia, "path": path_plain}.get(
@@ -715,7 +729,7 @@ def transport(
 
     # the tensor: shape from the 3D solution on the grid, scaled so that its largest
     # principal value is the headline's channel value
-    if parameters.headline == "homogenised" or top <= 0:
+    if parameters.headline == "homogenised" or not top > 0:  # NaN when not solved
         tensor = sigma_homog * kramers.applied
     else:
         tensor = sigma_homog * (10.0**channel_now / top)

@@ -330,3 +330,31 @@ def test_the_cell_the_file_uses_does_not_change_any_column(change):
     np.testing.assert_allclose(
         moved.sigma_tensor_S_per_cm, tensor, rtol=1e-9, atol=1e-9 * np.abs(tensor).max()
     )
+
+
+def test_an_unsolved_cell_problem_leaves_the_tensor_empty_not_the_candidate(monkeypatch):
+    """The 3D tensor is the second estimate: when its solvers give up (here forced: one
+    conjugate-gradient step and no sparse LU) the candidate keeps its headline and says why.
+    A headline that is the tensor itself fails with a cause instead."""
+    from iondrag.screening import mobility
+
+    candidate = Candidate(candidate_id="li3n", source="structure", structure=_li3n())
+    solved, _ = score_candidate(candidate, ScreeningParameters(**FAST))
+    assert solved.status == "ok" and solved.sigma_xx_S_per_cm is not None
+    monkeypatch.setattr(mobility, "CG_MAX_ITERATIONS", 1)
+    monkeypatch.setattr(mobility, "DIRECT_SOLVER_MAX_NODES", 0)
+    unsolved, _ = score_candidate(candidate, ScreeningParameters(**FAST))
+    assert unsolved.status == "ok"
+    assert unsolved.log10_sigma_S_per_cm == solved.log10_sigma_S_per_cm
+    assert unsolved.barrier_eV == solved.barrier_eV
+    tensor = ("sigma_xx_S_per_cm", "sigma_yy_S_per_cm", "sigma_zz_S_per_cm", "anisotropy_ratio")
+    assert all(getattr(unsolved, name) is None for name in tensor)
+    assert unsolved.sigma_tensor_S_per_cm is None and unsolved.diffusion_tensor_m2_per_s is None
+    assert unsolved.log10_sigma_homogenised_S_per_cm is None
+    assert unsolved.sigma_tensor_method is None
+    assert unsolved.diffusion_parallel_bound_m2_per_s is not None  # the bounds stay
+    assert any("no tensor estimate" in w and "stalled" in w for w in unsolved.warnings)
+    assert unsolved.model_dump_json()  # a valid document (no NaN in the JSON)
+    failed, _ = score_candidate(candidate, ScreeningParameters(**FAST, headline="homogenised"))
+    assert failed.status == "failed" and failed.error_cause == "homogenisation_not_solved"
+    assert failed.error.startswith("li3n: the headline (homogenised) is unknown")
