@@ -125,7 +125,9 @@ def bench_profile(args: argparse.Namespace) -> dict:
             "seconds": result.seconds,
             "n_energy_calls": result.n_energy_calls,
             "n_force_calls": result.n_force_calls,
-            "barrier_bvse_eV": float(analysis.path.energy_eV.max() - analysis.path.energy_eV.min()),
+            "barrier_bvse_eV": float(
+                analysis.channel.path.energy_eV.max() - analysis.channel.path.energy_eV.min()
+            ),
             "barrier_chgnet_eV": result.barrier_eV,
         }
         rows.append(row)
@@ -276,9 +278,9 @@ def bench_validate(args: argparse.Namespace) -> dict:
                 sink.flush()
                 continue
             row["bvse_seconds"] = round(time.perf_counter() - t0, 2)
-            row["barrier_bvse_eV"] = float(analysis.percolation.barriers_eV[1])
+            row["barrier_bvse_eV"] = float(analysis.landscape.percolation.barriers_eV[1])
             row["path_barrier_bvse_eV"] = float(
-                analysis.path.energy_eV.max() - analysis.path.energy_eV.min()
+                analysis.channel.path.energy_eV.max() - analysis.channel.path.energy_eV.min()
             )
             row["log10_sigma_bvse_path"] = float(analysis.transport.estimates.path)
             row["log10_sigma_bvse_headline"] = float(

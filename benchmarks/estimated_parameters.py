@@ -50,7 +50,7 @@ def parameter_errors() -> dict[str, dict[str, float]]:
 
 
 def _barriers(structure, parameters, mobile_ion) -> tuple[float, float]:
-    barriers = analyse_candidate(structure, parameters, mobile_ion=mobile_ion).percolation
+    barriers = analyse_candidate(structure, parameters, mobile_ion=mobile_ion).landscape.percolation
     return float(barriers.barriers_eV[1]), float(barriers.barriers_eV[3])
 
 

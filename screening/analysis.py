@@ -238,46 +238,6 @@ class Analysis:
             *self.transport.notes,
         ]
 
-    @property
-    def structure(self) -> Any:
-        """The cell analysed (pymatgen Structure)."""
-        return self.crystal.structure
-
-    @property
-    def framework(self) -> Framework:
-        """The framework the ion moves through."""
-        return self.crystal.framework
-
-    @property
-    def field(self) -> PairField:
-        """The force field of U."""
-        return self.crystal.field
-
-    @property
-    def elastic(self) -> ElasticModel:
-        """Lambda and the moduli."""
-        return self.crystal.elastic
-
-    @property
-    def grid(self) -> PeriodicGrid:
-        """The fine grid."""
-        return self.landscape.grid
-
-    @property
-    def energy_grid_eV(self) -> np.ndarray:
-        """U on the grid, eV."""
-        return self.landscape.energy_grid_eV
-
-    @property
-    def percolation(self) -> PercolationResult:
-        """The percolation energies."""
-        return self.landscape.percolation
-
-    @property
-    def path(self) -> PercolatingPath:
-        """The percolating path."""
-        return self.channel.path
-
 
 def shared_sites(framework: Framework, parameters: ScreeningParameters) -> SharedSites:
     """Return the treatment of the sites the mobile ion shares with framework cations.

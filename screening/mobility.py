@@ -577,29 +577,24 @@ def homogenised_diffusion(
         series = np.linalg.inv(inverse_mean * weight.sum() / n**2)
     else:
         series = np.zeros((3, 3))
+    reason: str | None = None
     try:
         chi = _solve_cell_problem(matrix, rhs)
     except CellProblemNotSolved as unsolved:
         # the tensor is a second estimate: a cell problem the solvers cannot do within their
         # budgets leaves D_eff unknown (NaN) and says why, it does not fail the candidate
-        return HomogenisedDiffusion(
-            diffusion_m2_per_s=np.full((3, 3), np.nan),
-            parallel_bound_m2_per_s=parallel,
-            series_bound_m2_per_s=series,
-            log_partition_region=log_z_region,
-            log_partition_cell=log_z_cell,
-            n_nodes=n,
-            n_couplings=n_couplings,
-            unsolved_reason=str(unsolved),
-        )
-    increments = vector + chi[tail] - chi[head]  # (edges, 3) A
-    effective = np.einsum("e,ek,el->kl", coupling, increments, increments) / z_region
+        effective, reason = np.full((3, 3), np.nan), str(unsolved)
+    else:
+        increments = vector + chi[tail] - chi[head]  # (edges, 3) A
+        effective = np.einsum("e,ek,el->kl", coupling, increments, increments) / z_region
+        effective = 0.5 * (effective + effective.T)
     return HomogenisedDiffusion(
-        diffusion_m2_per_s=0.5 * (effective + effective.T),
+        diffusion_m2_per_s=effective,
         parallel_bound_m2_per_s=parallel,
         series_bound_m2_per_s=series,
         log_partition_region=log_z_region,
         log_partition_cell=log_z_cell,
         n_nodes=n,
         n_couplings=n_couplings,
+        unsolved_reason=reason,
     )

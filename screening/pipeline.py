@@ -175,7 +175,7 @@ def score_candidate(
     if parameters.potential == "chgnet":
         # the cell the BVSE path was found in (the reduced primitive cell by default)
         fields, notes, seconds = universal_result_fields(
-            analysis.structure,
+            analysis.crystal.structure,
             analysis,
             parameters,
             candidate_id=candidate.candidate_id,
@@ -189,8 +189,8 @@ def score_candidate(
     if keep_grids:
         grids = CandidateGrids.from_arrays(
             candidate.candidate_id,
-            analysis.grid.lattice_matrix_A,
-            analysis.energy_grid_eV,
+            analysis.landscape.grid.lattice_matrix_A,
+            analysis.landscape.energy_grid_eV,
             analysis.channel.region_flat,
             analysis.channel.gamma_region_kg_per_s,
         )

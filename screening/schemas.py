@@ -445,20 +445,20 @@ class CandidateResult(BaseModel):
         estimates = moved.estimates
         sigma = moved.sigma_tensor_S_per_cm
         headline = estimates.of(parameters.headline)
-        percolation = analysis.percolation
+        percolation = analysis.landscape.percolation
         barriers = percolation.barriers_eV
         dimensionality = analysis.channel.dimensionality
         factor = moved.kramers.factor
         g = moved.kramers.reduced_friction
         omega_b = moved.kramers.barrier_frequency_rad_per_s
         u_min = percolation.minimum_energy_eV
-        path = analysis.path
+        path = analysis.channel.path
         arrhenius = moved.arrhenius
-        lam = analysis.elastic.lambda_s3_per_kg
-        framework_summary = analysis.framework.summary()
+        lam = analysis.crystal.elastic.lambda_s3_per_kg
+        framework_summary = analysis.crystal.framework.summary()
         framework_summary["n_transport_region_points"] = len(analysis.channel.region_flat)
         band_gap = band_gap_of(candidate)
-        framework = analysis.framework
+        framework = analysis.crystal.framework
         arrangement = analysis.crystal.shared_sites.arrangement
         electronic, electronic_reason = electronic_conductor_flag(
             framework.elements,
@@ -469,9 +469,9 @@ class CandidateResult(BaseModel):
         )
         return cls(
             candidate_id=candidate.candidate_id,
-            formula=candidate.formula or analysis.framework.formula,
+            formula=candidate.formula or analysis.crystal.framework.formula,
             source=candidate.source,
-            ion=analysis.framework.mobile_element,
+            ion=analysis.crystal.framework.mobile_element,
             status="ok",
             temperature_K=parameters.temperature_K,
             parameters_fingerprint=parameters.fingerprint(),
@@ -504,7 +504,9 @@ class CandidateResult(BaseModel):
             diffusion_tensor_m2_per_s=matrix_list(homog.diffusion_m2_per_s),
             diffusion_parallel_bound_m2_per_s=matrix_list(homog.parallel_bound_m2_per_s),
             diffusion_series_bound_m2_per_s=matrix_list(homog.series_bound_m2_per_s),
-            mobile_ion_density_per_m3=finite_or_none(analysis.framework.carrier_density_per_m3),
+            mobile_ion_density_per_m3=finite_or_none(
+                analysis.crystal.framework.carrier_density_per_m3
+            ),
             carrier_density_per_m3=finite_or_none(moved.carrier_density_per_m3),
             carrier_convention=parameters.carrier_density,
             carrier_mechanism=defects.mechanism(parameters.temperature_K),
@@ -530,10 +532,10 @@ class CandidateResult(BaseModel):
             drag_saddle_kg_per_s=finite_or_none(moved.drag_saddle_kg_per_s),
             drag_floor_kg_per_s=finite_or_none(moved.drag_floor_kg_per_s),
             lambda_s3_per_kg=matrix_list(lam),
-            bulk_modulus_GPa=analysis.elastic.bulk_modulus_GPa,
-            shear_modulus_GPa=analysis.elastic.shear_modulus_GPa,
-            elastic_source=analysis.elastic.elastic_source,
-            density_kg_per_m3=analysis.framework.density_kg_per_m3,
+            bulk_modulus_GPa=analysis.crystal.elastic.bulk_modulus_GPa,
+            shear_modulus_GPa=analysis.crystal.elastic.shear_modulus_GPa,
+            elastic_source=analysis.crystal.elastic.elastic_source,
+            density_kg_per_m3=analysis.crystal.framework.density_kg_per_m3,
             barrier_frequency_rad_per_s=finite_or_none(omega_b),
             reduced_friction=finite_or_none(g),
             kramers_factor=finite_or_none(factor),
@@ -562,8 +564,10 @@ class CandidateResult(BaseModel):
                 length_A=path.length_A,
             ),
             framework=framework_summary,
-            grid_shape=list(analysis.grid.shape),
-            grid_spacing_A=float(np.max(np.linalg.norm(analysis.grid.step_matrix_A, axis=1))),
+            grid_shape=list(analysis.landscape.grid.shape),
+            grid_spacing_A=float(
+                np.max(np.linalg.norm(analysis.landscape.grid.step_matrix_A, axis=1))
+            ),
             warnings=list(analysis.notes),
             seconds=dict(analysis.seconds),
         )

@@ -732,7 +732,7 @@ def chgnet_path_profile(
         seconds[name] = round(seconds.get(name, 0.0) + now - clock, 4)
         clock = now
 
-    framework = analysis.framework
+    framework = analysis.crystal.framework
     if mobile_ion is not None and mobile_ion.strip().capitalize() != framework.mobile_element:
         raise UniversalPotentialError(
             f"mobile ion {mobile_ion} differs from the analysis's {framework.mobile_element}",
@@ -750,7 +750,7 @@ def chgnet_path_profile(
         model = load_chgnet(settings.torch_threads)
     lap("model_load")
 
-    path = analysis.path
+    path = analysis.channel.path
     line = _Polyline(path.points_A, path.translation_A)
     frozen = frozen_framework(framework, line.points, settings, candidate_id=candidate_id)
     notes: list[str] = []
@@ -960,8 +960,8 @@ def universal_transport(
     """
     from iondrag.screening.conductivity import nernst_einstein_S_per_m
 
-    framework = analysis.framework
-    lam = analysis.elastic.lambda_s3_per_kg
+    framework = analysis.crystal.framework
+    lam = analysis.crystal.elastic.lambda_s3_per_kg
     hessian = result.hessian_eV_per_A2
     tangent = result.saddle_tangent
     gamma_tensor = drag_tensor(hessian, lam)

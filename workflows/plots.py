@@ -170,15 +170,15 @@ def _slice(doc: CandidateResult, candidate: Candidate, parameters_json: str) -> 
             mobile_ion=doc.ion,
             elastic=candidate.elastic,
         )
-    lattice = np.asarray(analysis.grid.lattice_matrix_A, dtype=float)
-    frac_path = analysis.path.points_A @ np.linalg.inv(lattice)
-    saddle = int(np.argmax(analysis.path.energy_eV))
-    n_c = analysis.grid.shape[2]
+    lattice = np.asarray(analysis.landscape.grid.lattice_matrix_A, dtype=float)
+    frac_path = analysis.channel.path.points_A @ np.linalg.inv(lattice)
+    saddle = int(np.argmax(analysis.channel.path.energy_eV))
+    n_c = analysis.landscape.grid.shape[2]
     k = round((frac_path[saddle, 2] % 1.0) * n_c) % n_c
-    energy = analysis.energy_grid_eV
+    energy = analysis.landscape.energy_grid_eV
     finite = np.isfinite(energy)
     plane = energy[:, :, k] - float(np.min(energy[finite]))
-    framework = analysis.framework
+    framework = analysis.crystal.framework
     # spacing of the (a, b) planes along c: atoms within ATOM_SLAB_A of the plane are drawn
     spacing = abs(float(np.linalg.det(lattice))) / float(np.linalg.norm(np.cross(*lattice[:2])))
     return {

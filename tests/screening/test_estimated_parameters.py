@@ -79,7 +79,7 @@ def test_lih_scores_with_estimated_parameters_and_says_so():
     analysis = analyse_candidate(lih, parameters, candidate_id="lih")
     assert any("estimated" in note and "Li+1-H-1" in note for note in analysis.notes)
     # the Li site is the minimum of U and the barrier is finite and positive
-    barrier = analysis.percolation.barriers_eV[3]
+    barrier = analysis.landscape.percolation.barriers_eV[3]
     assert 0.05 < barrier < 3.0
     strict = parameters.model_copy(update={"estimate_missing_parameters": False})
     with pytest.raises(MissingParametersError, match=r"lih.*Li\+1-H-1"):
@@ -99,4 +99,4 @@ def test_li3bi_scores_with_its_zintl_anion_estimated():
     assert field.estimated_pairs == ("Li+1-Bi-3",)
     parameters = ScreeningParameters(grid_spacing_A=0.25, arrhenius_temperatures_K=())
     analysis = analyse_candidate(li3bi, parameters, candidate_id="li3bi")
-    assert 0.05 < analysis.percolation.barriers_eV[3] < 3.0
+    assert 0.05 < analysis.landscape.percolation.barriers_eV[3] < 3.0

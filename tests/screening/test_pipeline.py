@@ -141,7 +141,9 @@ def test_rotating_the_crystal_rotates_the_tensor(relaxation, rtol, decades):
         structure.frac_coords,
     )
     rotated = analyse_candidate(rotated_structure, parameters)
-    assert rotated.percolation.barriers_eV == pytest.approx(base.percolation.barriers_eV)
+    assert rotated.landscape.percolation.barriers_eV == pytest.approx(
+        base.landscape.percolation.barriers_eV
+    )
     d0 = base.transport.homogenised.diffusion_m2_per_s
     d1 = rotated.transport.homogenised.diffusion_m2_per_s
     np.testing.assert_allclose(
@@ -171,16 +173,17 @@ def test_coarse_to_fine_matches_full_evaluation(obelix, cid):
     everywhere = ScreeningParameters(arrhenius_temperatures_K=(), coarse_margin_eV=1e3)
     refined = analyse_candidate(structure, parameters)
     full = analyse_candidate(structure, everywhere)
-    assert np.isfinite(full.energy_grid_eV).all()
-    assert refined.grid.shape == full.grid.shape
+    assert np.isfinite(full.landscape.energy_grid_eV).all()
+    assert refined.landscape.grid.shape == full.landscape.grid.shape
     for d in (1, 2, 3):
         if f"E_{d}D from the coarse grid" in " ".join(refined.notes):
-            assert refined.percolation.energies_eV[d] == pytest.approx(
-                full.percolation.energies_eV[d], abs=0.25
+            assert refined.landscape.percolation.energies_eV[d] == pytest.approx(
+                full.landscape.percolation.energies_eV[d], abs=0.25
             )
         else:
-            assert refined.percolation.energies_eV[d] == pytest.approx(
-                full.percolation.energies_eV[d], abs=2 * parameters.percolation_tolerance_eV
+            assert refined.landscape.percolation.energies_eV[d] == pytest.approx(
+                full.landscape.percolation.energies_eV[d],
+                abs=2 * parameters.percolation_tolerance_eV,
             )
 
 

@@ -195,7 +195,7 @@ def test_barrier_profile_and_saddle(scans, name: str) -> None:
     # an ordered framework: the profile is periodic along the path
     assert abs(result.closure_eV) < 1e-3
     assert np.all(np.diff(result.s_A) > 0)
-    assert result.s_A[-1] < np.linalg.norm(result.translation_A) + analysis.path.length_A
+    assert result.s_A[-1] < np.linalg.norm(result.translation_A) + analysis.channel.path.length_A
     # a saddle along the path: negative curvature along the tangent
     assert result.saddle_curvature_eV_per_A2 < 0
     assert result.n_force_calls >= 6
