@@ -413,7 +413,8 @@ def _solve_cell_problem(matrix, rhs: np.ndarray) -> np.ndarray:
 
     One node per connected component is pinned to zero; the rest is solved by conjugate
     gradients after a symmetric diagonal scaling (w spans many decades), with sparse LU as
-    a fallback for small systems.
+    a fallback for small systems (at most ``DIRECT_SOLVER_MAX_NODES`` unknowns, within the
+    memory budget). Raises :class:`CellProblemNotSolved`, saying why, when neither can.
     """
     n = matrix.shape[0]
     _, component = connected_components(matrix, directed=False)
@@ -427,8 +428,9 @@ def _solve_cell_problem(matrix, rhs: np.ndarray) -> np.ndarray:
     scale = 1.0 / np.sqrt(np.maximum(reduced.diagonal(), 1e-300))
     scaled = reduced.multiply(scale[:, None]).multiply(scale[None, :]).tocsr()
     scaled_rhs = rhs[free] * scale[:, None]
-    # the diagonally scaled graph Laplacian is well conditioned: conjugate gradients converge
-    # in tens of iterations, where sparse LU suffers fill-in on 3D stencils
+    # after the diagonal scaling conjugate gradients usually converge in tens of iterations,
+    # where sparse LU suffers fill-in on 3D stencils; on large low-symmetry cells (tens of
+    # thousands of unknowns, Boltzmann weights spanning e^15) they can stall instead
     solution = np.zeros_like(scaled_rhs)
     residual = 0.0
     for k in range(rhs.shape[1]):
