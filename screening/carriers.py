@@ -195,11 +195,6 @@ class SublatticeOccupancy:
             return 0.0
         return float(np.mean(1.0 - self.site_occupancy))
 
-    @property
-    def partly_occupied(self) -> bool:
-        """True when some lattice-gas site is not full (the sublattice has vacancies)."""
-        return self.vacancy_fraction > 0.0
-
 
 def sublattice_occupancy(
     mobile_frac_coords: np.ndarray,

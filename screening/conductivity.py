@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from iondrag.screening.units import E_CHARGE_C, KB_EV_PER_K, KB_J_PER_K, S_PER_M_TO_S_PER_CM
+from iondrag.screening.units import E_CHARGE_C, KB_EV_PER_K, KB_J_PER_K
 
 
 def nernst_einstein_S_per_m(
@@ -104,11 +104,6 @@ def arrhenius_fit(temperatures_K: np.ndarray, log10_sigma_S_per_cm: np.ndarray) 
     total = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum((y - fitted) ** 2)) / total if total > 0 else 1.0
     return ArrheniusFit(float(-slope), float(np.exp(intercept)), r2)
-
-
-def to_S_per_cm(sigma_S_per_m: np.ndarray | float) -> np.ndarray:
-    """S/m -> S/cm."""
-    return np.asarray(sigma_S_per_m) * S_PER_M_TO_S_PER_CM
 
 
 def bruggeman_polycrystal(principal: np.ndarray) -> float:

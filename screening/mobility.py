@@ -438,8 +438,11 @@ def _solve_cell_problem(matrix, rhs: np.ndarray) -> np.ndarray:
             continue
         solution[:, k], info = cg(scaled, scaled_rhs[:, k], rtol=CG_RTOL, maxiter=CG_MAX_ITERATIONS)
         if info != 0:
+            # the other columns go to the LU with this one, or are not solved at all: no
+            # more conjugate gradients
             reached = np.linalg.norm(scaled_rhs[:, k] - scaled @ solution[:, k])
-            residual = max(residual, float(reached / np.linalg.norm(scaled_rhs[:, k])))
+            residual = float(reached / np.linalg.norm(scaled_rhs[:, k]))
+            break
     if residual > 0.0:
         stalled = (
             f"the homogenisation's conjugate gradients stalled at a relative residual of "

@@ -72,11 +72,6 @@ class PeriodicGrid:
         """Grid steps as rows (a_i / n_i), A."""
         return self.lattice_matrix_A / np.array(self.shape, dtype=float)[:, None]
 
-    @property
-    def voxel_volume_A3(self) -> float:
-        """Volume per grid point, A^3."""
-        return abs(float(np.linalg.det(self.lattice_matrix_A))) / self.n_points
-
     def unravel(self, flat_indices: np.ndarray) -> np.ndarray:
         """Integer grid indices (P, 3) of flat indices."""
         return np.stack(np.unravel_index(flat_indices, self.shape), axis=-1)
